@@ -1,0 +1,123 @@
+"""lift_graph: a dataflow graph engine for DSPy / LLM node pipelines."""
+
+from ._canonical import canonical_hash as canonical_hash
+from ._canonical import canonical_json as canonical_json
+from ._runner import NodeRecord as NodeRecord
+from .blocks import BranchStatus as BranchStatus
+from .blocks import FailureMode as FailureMode
+from .blocks import Fork as Fork
+from .blocks import JoinResult as JoinResult
+from .blocks import JoinStrategy as JoinStrategy
+from .blocks import MergeStrategy as MergeStrategy
+from .blocks import Pipeline as Pipeline
+from .dspy_node import DSPyNode as DSPyNode
+from .errors import ConfigurationError as ConfigurationError
+from .errors import GraphDefinitionError as GraphDefinitionError
+from .errors import InvalidNodeError as InvalidNodeError
+from .errors import InvalidReturnError as InvalidReturnError
+from .errors import JoinError as JoinError
+from .errors import LiftGraphError as LiftGraphError
+from .errors import MergeError as MergeError
+from .errors import MissingInputError as MissingInputError
+from .errors import NodeExecutionError as NodeExecutionError
+from .errors import NodeTimeoutError as NodeTimeoutError
+from .errors import ParallelError as ParallelError
+from .errors import ParallelExecutionError as ParallelExecutionError
+from .errors import PipelineCycleError as PipelineCycleError
+from .errors import RunTimeoutError as RunTimeoutError
+from .errors import StateValidationError as StateValidationError
+from .errors import TaskError as TaskError
+from .errors import UndeclaredMutationError as UndeclaredMutationError
+from .errors import UnknownFieldError as UnknownFieldError
+from .errors import UnknownNodeError as UnknownNodeError
+from .executor import ParallelExecutor as ParallelExecutor
+from .graph import Graph as Graph
+from .graph import GraphEvent as GraphEvent
+from .graph import RunResult as RunResult
+from .helpers import gather_limited as gather_limited
+from .helpers import par_all as par_all
+from .helpers import run_parallel as run_parallel
+from .limits import Clock as Clock
+from .limits import FakeClock as FakeClock
+from .limits import Limiter as Limiter
+from .limits import Limits as Limits
+from .limits import MonotonicClock as MonotonicClock
+from .limits import ProviderLimit as ProviderLimit
+from .node import BaseNode as BaseNode
+from .node import End as End
+from .node import Node as Node
+from .node import NodeResult as NodeResult
+from .node import Retry as Retry
+from .node import RunContext as RunContext
+from .reducers import Reducer as Reducer
+from .reducers import add as add
+from .reducers import append as append
+from .reducers import extend as extend
+from .reducers import last_value as last_value
+from .reducers import max_value as max_value
+from .reducers import merge_dict as merge_dict
+from .reducers import min_value as min_value
+from .reducers import union as union
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseNode",
+    "BranchStatus",
+    "Clock",
+    "ConfigurationError",
+    "DSPyNode",
+    "End",
+    "FailureMode",
+    "FakeClock",
+    "Fork",
+    "Graph",
+    "GraphDefinitionError",
+    "GraphEvent",
+    "InvalidNodeError",
+    "InvalidReturnError",
+    "JoinError",
+    "JoinResult",
+    "JoinStrategy",
+    "LiftGraphError",
+    "Limiter",
+    "Limits",
+    "MergeError",
+    "MergeStrategy",
+    "MissingInputError",
+    "MonotonicClock",
+    "Node",
+    "NodeExecutionError",
+    "NodeRecord",
+    "NodeResult",
+    "NodeTimeoutError",
+    "ParallelError",
+    "ParallelExecutionError",
+    "ParallelExecutor",
+    "Pipeline",
+    "PipelineCycleError",
+    "ProviderLimit",
+    "Reducer",
+    "Retry",
+    "RunContext",
+    "RunResult",
+    "RunTimeoutError",
+    "StateValidationError",
+    "TaskError",
+    "UndeclaredMutationError",
+    "UnknownFieldError",
+    "UnknownNodeError",
+    "add",
+    "append",
+    "canonical_hash",
+    "canonical_json",
+    "extend",
+    "gather_limited",
+    "last_value",
+    "max_value",
+    "merge_dict",
+    "min_value",
+    "par_all",
+    "run_parallel",
+    "union",
+]

@@ -1,0 +1,206 @@
+"""Static planning (pure): node edges, graph validation, pipeline dependencies."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from .blocks import Fork, Pipeline
+from .errors import InvalidNodeError, UnknownFieldError, UnknownNodeError
+from .node import BaseNode, End
+
+__all__ = ["NodeEdges", "PipelinePlan", "node_edges", "plan_pipeline", "state_type_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEdges:
+    """What a node class's ``run`` annotation says it may return."""
+
+    targets: tuple[type, ...]
+    ends: bool
+    forks: bool
+    pipelines: bool
+    known: bool
+
+
+def _flatten(tp: Any) -> Iterable[Any]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in typing.get_args(tp):
+            yield from _flatten(arg)
+    else:
+        yield tp
+
+
+def node_edges(cls: type) -> NodeEdges:
+    """Edges from ``run``'s return annotation, as pydantic-graph reads them.
+
+    An annotation that cannot be resolved yields ``known=False`` (no static edges).
+    """
+    run = getattr(cls, "run", None)
+    try:
+        hints = typing.get_type_hints(run) if run is not None else {}
+    except Exception:  # noqa: BLE001 - unresolvable forward references
+        return NodeEdges((), False, False, False, False)
+    ret = hints.get("return")
+    if ret is None:
+        return NodeEdges((), False, False, False, False)
+    targets: list[type] = []
+    ends = forks = pipelines = False
+    for tp in _flatten(ret):
+        origin = typing.get_origin(tp) or tp
+        if origin is End:
+            ends = True
+        elif origin is Fork or origin in (list, tuple, Sequence):
+            forks = True
+        elif origin is Pipeline:
+            pipelines = True
+        elif isinstance(origin, type) and issubclass(origin, BaseNode):
+            if origin not in targets:
+                targets.append(origin)
+    return NodeEdges(tuple(targets), ends, forks, pipelines, True)
+
+
+def state_type_of(cls: type) -> type | None:
+    """The ``StateT`` of ``class X(BaseNode[StateT])``, if concrete."""
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is BaseNode:
+                args = typing.get_args(base)
+                if args and isinstance(args[0], type):
+                    return args[0]
+    return None
+
+
+def _state_fields(state_type: type) -> frozenset[str] | None:
+    if issubclass(state_type, BaseModel):
+        return frozenset(state_type.model_fields)
+    import dataclasses
+
+    if dataclasses.is_dataclass(state_type):
+        return frozenset(f.name for f in dataclasses.fields(state_type))
+    return None
+
+
+def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
+    """Check the classes a graph is built from; returns them by name.
+
+    :raises InvalidNodeError: an entry is not a BaseNode subclass, or two share a name.
+    :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
+    :raises UnknownFieldError: ``reads`` / ``writes`` name a field the state lacks.
+    """
+    by_name: dict[str, type] = {}
+    for obj in nodes:
+        if not (isinstance(obj, type) and issubclass(obj, BaseNode)):
+            hint = " (pass the class, not an instance)" if isinstance(obj, BaseNode) else ""
+            raise InvalidNodeError(
+                f"Graph(nodes=...) takes BaseNode subclasses; got {obj!r}{hint}"
+            )
+        name = obj.__name__
+        if name in by_name and by_name[name] is not obj:
+            raise InvalidNodeError(
+                f"two node classes are named {name!r} ({by_name[name].__module__} and "
+                f"{obj.__module__}): node names must be unique in a graph"
+            )
+        by_name[name] = obj
+    registered = set(by_name.values())
+    for cls in by_name.values():
+        for target in node_edges(cls).targets:
+            if target not in registered:
+                raise UnknownNodeError(
+                    f"node {cls.__name__} may return {target.__name__}, which is not in "
+                    f"this graph: add {target.__name__} to Graph(nodes=[...])",
+                    node=target.__name__,
+                )
+        state_type = state_type_of(cls)
+        fields = _state_fields(state_type) if state_type is not None else None
+        if fields is None:
+            continue
+        for attr in ("reads", "writes"):
+            for fname in sorted(getattr(cls, attr, None) or ()):
+                if fname not in fields:
+                    raise UnknownFieldError(
+                        f"node {cls.__name__} declares {attr} {fname!r}, but state "
+                        f"{state_type.__name__} has no such field (fields: {sorted(fields)})",
+                        node=cls.__name__,
+                        field=fname,
+                    )
+    return by_name
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePlan:
+    """Dependencies of a pipeline's members (indices into its node list)."""
+
+    deps: tuple[tuple[int, ...], ...]
+    dependents: tuple[tuple[int, ...], ...]
+    ancestors: tuple[tuple[int, ...], ...]
+    priority: tuple[int, ...]
+
+    def ready_order(self, ready: Iterable[int]) -> list[int]:
+        rank = self.rank
+        return sorted(ready, key=rank.__getitem__)
+
+    @property
+    def rank(self) -> dict[int, int]:
+        return {m: i for i, m in enumerate(self.priority)}
+
+
+def _depends(
+    later_reads: frozenset[str] | None,
+    later_writes: frozenset[str] | None,
+    earlier_writes: frozenset[str] | None,
+    reduced: frozenset[str],
+) -> bool:
+    # None means "everything": such a node is ordered against every other.
+    if earlier_writes is None or later_reads is None or later_writes is None:
+        return True
+    if later_reads & earlier_writes:
+        return True
+    return bool((later_writes & earlier_writes) - reduced)
+
+
+@lru_cache(maxsize=1024)
+def plan_pipeline(
+    members: tuple[tuple[frozenset[str] | None, frozenset[str] | None], ...],
+    reduced: frozenset[str],
+) -> PipelinePlan:
+    """Infer dependencies from ``(reads, writes)`` per member, in list order.
+
+    B (later) depends on A (earlier) when B reads what A writes, or both write a
+    field without a reducer. Reading what a later node writes needs no edge: each
+    node works on its own view, built from its ancestors' writes only.
+    """
+    n = len(members)
+    deps: list[tuple[int, ...]] = []
+    for j in range(n):
+        reads_j, writes_j = members[j]
+        deps.append(
+            tuple(i for i in range(j) if _depends(reads_j, writes_j, members[i][1], reduced))
+        )
+    dependents: list[list[int]] = [[] for _ in range(n)]
+    for j, ds in enumerate(deps):
+        for i in ds:
+            dependents[i].append(j)
+    ancestors: list[tuple[int, ...]] = []
+    for j in range(n):
+        acc: set[int] = set()
+        for i in deps[j]:
+            acc.add(i)
+            acc.update(ancestors[i])
+        ancestors.append(tuple(sorted(acc)))
+    # Critical path first: the longest chain of dependents below a node starts first.
+    height = [1] * n
+    for i in range(n - 1, -1, -1):
+        if dependents[i]:
+            height[i] = 1 + max(height[j] for j in dependents[i])
+    priority = tuple(sorted(range(n), key=lambda i: (-height[i], i)))
+    return PipelinePlan(
+        tuple(deps), tuple(tuple(d) for d in dependents), tuple(ancestors), priority
+    )

@@ -1,0 +1,197 @@
+"""Running one node: isolation, limits, timeout, retry, validation, records.
+
+Shared by ``ParallelExecutor`` and the graph scheduler, so both apply the same
+policies. Effects (the clock, the limiter) come in as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._state import (
+    Branch,
+    NodeGuard,
+    copy_value,
+    field_names,
+    get_field,
+    set_field,
+    validation_error_field,
+)
+from .errors import NodeExecutionError, NodeTimeoutError, StateValidationError
+from .limits import Limits, _Slots
+from .node import RunContext
+
+__all__ = ["NodeRecord", "RunSettings", "run_node"]
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """One node execution: where (``key``), what, how long, how often, how it ended."""
+
+    key: str
+    node: str
+    started_at: float
+    execution_time_ms: float
+    attempts: int
+    error: str | None = None
+    provider: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "node": self.node,
+            "execution_time_ms": self.execution_time_ms,
+            "attempts": self.attempts,
+            "error": self.error,
+            "provider": self.provider,
+        }
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """What every node of one run shares."""
+
+    execution_id: str
+    user_id: str | None = None
+    deps: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    limits: Limits | None = None
+    run_slots: _Slots | None = None
+    strict: bool = False
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
+    names = field_names(branch.state) if writes is None else writes
+    return {n: copy_value(get_field(branch.state, n)) for n in names}
+
+
+async def run_node(
+    node: Any,
+    branch: Branch,
+    key: str,
+    settings: RunSettings,
+    *,
+    join: Any = None,
+    provenance: list[dict[str, Any]] | None = None,
+    records: list[NodeRecord] | None = None,
+) -> tuple[Any, RunContext[Any], NodeRecord]:
+    """Run ``node`` on ``branch`` until it returns or its retries are spent.
+
+    Slots are held only while ``run`` executes: they are given back before a retry
+    backoff. A failed attempt's writes are rolled back before the next one.
+
+    :raises NodeTimeoutError: the node's class ``timeout`` expired (after retries).
+    :raises StateValidationError: the node wrote a value the state model rejects.
+    :raises Exception: whatever the node raised, once retries are spent; a
+        ``NodeExecutionError`` gets ``execution_id``, ``node_key`` and ``attempt``.
+    """
+    cls = type(node)
+    name = cls.__name__
+    writes: frozenset[str] | None = getattr(cls, "writes", None)
+    retry = getattr(cls, "retry", None)
+    timeout: float | None = getattr(cls, "timeout", None)
+    provider: str | None = getattr(cls, "provider", None)
+    limits = settings.limits
+    branch.own(writes)
+    ctx: RunContext[Any] = RunContext(
+        state=branch.state,
+        execution_id=settings.execution_id,
+        user_id=settings.user_id,
+        metadata=settings.metadata,
+        provenance=provenance if provenance is not None else [],
+        deps=settings.deps,
+        join=join,
+        node_key=key,
+    )
+    snapshot = _retry_snapshot(branch, writes) if retry is not None else None
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        ctx.attempt = attempt
+        ctx.tokens_used = 0
+        permit = None
+        if limits is not None:
+            permit = await limits.acquire(provider, settings.run_slots)
+        elif settings.run_slots is not None:
+            await settings.run_slots.acquire()
+        try:
+            guard = NodeGuard(branch, writes, settings.strict)
+            if timeout is None:
+                out = await node.run(ctx)
+            else:
+                deadline = asyncio.timeout(timeout)
+                try:
+                    async with deadline:
+                        out = await node.run(ctx)
+                except TimeoutError:
+                    # Only our own deadline is a node timeout; a TimeoutError the node
+                    # raised itself stays what it was.
+                    if not deadline.expired():
+                        raise
+                    raise NodeTimeoutError(
+                        f"node {name} did not finish within its timeout of {timeout} s",
+                        node=name,
+                    ) from None
+            guard.check(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error: Exception = exc
+            if isinstance(exc, ValidationError):
+                fld = validation_error_field(exc, branch.state)
+                if fld is not None:
+                    error = StateValidationError(
+                        f"node {name} wrote an invalid value to state field {fld!r}: "
+                        f"{exc.errors()[0]['msg']}",
+                        node=name,
+                        field=fld,
+                    )
+                    error.__cause__ = exc
+            if isinstance(error, NodeExecutionError):
+                error.execution_id = settings.execution_id
+                error.node_key = key
+                error.attempt = attempt
+                if error.node is None:
+                    error.node = name
+            if retry is None or not retry.should_retry(error, attempt):
+                if records is not None:
+                    records.append(
+                        NodeRecord(
+                            key, name, started, (time.perf_counter() - started) * 1000.0,
+                            attempt, error=f"{type(error).__name__}: {error}", provider=provider,
+                        )
+                    )
+                if error is exc:
+                    raise
+                raise error from exc
+            if snapshot is not None:
+                for fname, value in snapshot.items():
+                    set_field(branch.state, fname, copy_value(value))
+        else:
+            record = NodeRecord(
+                key, name, started, (time.perf_counter() - started) * 1000.0, attempt,
+                provider=provider,
+            )
+            if records is not None:
+                records.append(record)
+            return out, ctx, record
+        finally:
+            if permit is not None:
+                assert limits is not None
+                limits.release(permit, ctx.tokens_used)
+            elif settings.run_slots is not None:
+                settings.run_slots.release()
+        # Back off holding no slot (released in `finally` above).
+        delay = retry.delay(attempt, settings.rng.random())
+        if limits is not None:
+            await limits.clock.sleep(delay)
+        else:
+            await asyncio.sleep(delay)

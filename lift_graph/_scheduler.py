@@ -1,0 +1,429 @@
+"""The dataflow loop: paths, forks, joins and pipelines.
+
+A *path* runs node after node in one task until a node returns ``End``. A fork
+starts one task per branch, each on an isolated copy of the path's state, and the
+path waits (holding no slot) until the join policy decides. Pipelines start each
+member the moment its own dependencies are done. Nothing polls: branch and member
+completions arrive through done-callbacks, so a join of n branches costs O(n).
+
+Every task belongs to the fork or pipeline that created it, and that fork cancels
+and awaits whatever is still running before it returns or raises, so a cancelled
+or timed-out run leaves no task behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from functools import partial
+from typing import Any
+
+from ._merge import BranchOutcome, apply_sequential, merge_outcomes
+from ._plan import plan_pipeline
+from ._runner import NodeRecord, RunSettings, run_node
+from ._state import Branch, reducers_of
+from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
+from .errors import InvalidReturnError, JoinError, MergeError, UnknownNodeError
+from .node import End, is_node
+from ._joins import JoinTracker, Verdict
+
+__all__ = ["Scheduler"]
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has finished.
+
+    If we are cancelled ourselves while waiting (run cancelled during a join's
+    clean-up), keep waiting, then re-raise: no child may outlive its fork.
+    """
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    cancelled = False
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+            for t in pending:
+                t.cancel()
+        pending = [t for t in pending if not t.done()]
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+class Scheduler:
+    """Runs one graph run's paths; owns its records and determinism flag."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        registry: Collection[type] | None = None,
+        emit: EventSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.emit = emit
+        self.records: list[NodeRecord] = []
+        self.deterministic = True
+
+    # -- routing ----------------------------------------------------------------
+    def _check_registered(self, source: str, node: Any) -> None:
+        if self.registry is not None and type(node) not in self.registry:
+            raise UnknownNodeError(
+                f"node {source} returned {type(node).__name__}, which is not in this "
+                f"graph: add {type(node).__name__} to Graph(nodes=[...])",
+                node=type(node).__name__,
+            )
+
+    def _route(self, node: Any, out: Any) -> Any:
+        """Validate what ``node.run`` returned; a list of nodes becomes a Fork.
+
+        :raises InvalidReturnError: not a node, End, Fork, Pipeline or list of nodes.
+        :raises UnknownNodeError: a node whose class the graph does not know.
+        """
+        name = type(node).__name__
+        if isinstance(out, End):
+            return out
+        if isinstance(out, Fork):
+            for b in out.branches:
+                self._check_registered(name, b)
+            if out.then is not None:
+                self._check_registered(name, out.then)
+            return out
+        if isinstance(out, Pipeline):
+            for m in out.nodes:
+                self._check_registered(name, m)
+            if out.then is not None:
+                self._check_registered(name, out.then)
+            return out
+        if isinstance(out, (list, tuple)) and all(is_node(x) for x in out):
+            return self._route(node, Fork(list(out)))
+        if is_node(out):
+            self._check_registered(name, out)
+            return out
+        shown = repr(out)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InvalidReturnError(
+            f"node {name}.run returned {type(out).__name__} ({shown}); return the next "
+            "node, End(value), a Fork, a Pipeline or a list of nodes",
+            node=name,
+        )
+
+    # -- paths ------------------------------------------------------------------
+    async def run_path(
+        self,
+        node: Any,
+        branch: Branch,
+        prefix: str,
+        join: JoinResult[Any] | None = None,
+        provenance: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        """Run from ``node`` until ``End``; returns the End value."""
+        step = 0
+        provenance = provenance if provenance is not None else []
+        settings, records, emit = self.settings, self.records, self.emit
+        while True:
+            key = f"{prefix}{step}.{type(node).__name__}"
+            try:
+                out, _, record = await run_node(
+                    node, branch, key, settings, join=join, provenance=provenance,
+                    records=records,
+                )
+            except Exception:
+                if emit is not None:
+                    emit("node_failed", {"record": records[-1] if records else None})
+                raise
+            provenance.append(
+                {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
+            )
+            if emit is not None:
+                emit("node_finished", {"record": record})
+            join = None
+            out = self._route(node, out)
+            step += 1
+            if isinstance(out, End):
+                return out.value
+            if isinstance(out, Fork):
+                join = await self._fork(out, branch, key, provenance)
+                if out.then is None:
+                    return list(join.results)
+                node = out.then
+            elif isinstance(out, Pipeline):
+                join = await self._pipeline(out, branch, key, provenance)
+                if out.then is None:
+                    return None
+                node = out.then
+            else:
+                node = out
+
+    # -- forks ------------------------------------------------------------------
+    async def _fork(
+        self, fork: Fork[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
+    ) -> JoinResult[Any]:
+        n = len(fork.branches)
+        keys = fork.keys
+        tracker = JoinTracker(n, fork.join, fork.on_error, fork.required_successes())
+        statuses: list[BranchStatus | None] = [None] * n
+        values: list[Any] = [None] * n
+        errors: dict[int, BaseException] = {}
+        loop = asyncio.get_running_loop()
+        decided: asyncio.Future[Any] = loop.create_future()
+        children: list[Branch] = []
+        tasks: list[asyncio.Task[Any]] = []
+        provs: list[list[dict[str, Any]]] = []
+        timed_out = False
+        if self.emit is not None:
+            self.emit("fork_started", {"key": key, "branches": n, "join": fork.join.name})
+
+        def on_done(i: int, task: asyncio.Task[Any]) -> None:
+            if statuses[i] is not None:  # already marked timed out
+                if not task.cancelled():
+                    task.exception()  # retrieve, so asyncio does not log it
+                return
+            if task.cancelled():
+                statuses[i] = BranchStatus.CANCELLED
+                return
+            exc = task.exception()
+            if exc is None:
+                statuses[i] = BranchStatus.SUCCEEDED
+                values[i] = task.result()
+                decision = tracker.record(True)
+            else:
+                statuses[i] = BranchStatus.FAILED
+                errors[i] = exc
+                decision = tracker.record(False)
+            if decision.verdict is not Verdict.WAIT and not decided.done():
+                decided.set_result(decision)
+
+        decision = tracker.start()
+        try:
+            if decision.verdict is Verdict.WAIT:
+                base = branch.state
+                for i, (bkey, node) in enumerate(zip(keys, fork.branches, strict=True)):
+                    child = Branch.fork(base)
+                    children.append(child)
+                    prov: list[dict[str, Any]] = []
+                    provs.append(prov)
+                    task = loop.create_task(
+                        self.run_path(node, child, f"{key}/{bkey}/", None, prov)
+                    )
+                    task.add_done_callback(partial(on_done, i))
+                    tasks.append(task)
+                if fork.timeout is None:
+                    decision = await decided
+                else:
+                    deadline = asyncio.timeout(fork.timeout)
+                    try:
+                        async with deadline:
+                            decision = await decided
+                    except TimeoutError:
+                        if not deadline.expired():
+                            raise
+                        timed_out = True
+                        for i, t in enumerate(tasks):
+                            if not t.done():
+                                statuses[i] = BranchStatus.FAILED
+                                errors[i] = TimeoutError(
+                                    f"branch {keys[i]!r} of the fork after {key} did not "
+                                    f"finish within the fork timeout of {fork.timeout} s"
+                                )
+                        decision = tracker.timed_out()
+                if decision.cancel_rest:
+                    await _cancel_and_wait(tasks)
+                else:
+                    pending = [t for t in tasks if not t.done()]
+                    if pending:
+                        await asyncio.wait(pending)
+        finally:
+            if any(not t.done() for t in tasks):
+                await _cancel_and_wait(tasks)
+
+        final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
+        deterministic = fork.join is JoinStrategy.ALL and not timed_out
+        if not deterministic:
+            self.deterministic = False
+        join: JoinResult[Any] = JoinResult(
+            keys=list(keys),
+            results=values,
+            errors={keys[i]: e for i, e in sorted(errors.items())},
+            statuses=final_status,
+            strategy=fork.join,
+            deterministic=deterministic,
+            merge=fork.merge,
+            timed_out=timed_out,
+        )
+        if decision.verdict is Verdict.FAIL:
+            self._emit_join(key, join)
+            raise self._join_error(key, join, errors, keys)
+        ok = [i for i, s in enumerate(final_status) if s is BranchStatus.SUCCEEDED]
+        if ok:
+            outcomes = [
+                BranchOutcome(
+                    key=keys[i],
+                    index=i,
+                    succeeded=final_status[i] is BranchStatus.SUCCEEDED,
+                    value=values[i],
+                    state=children[i].state if i < len(children) else None,
+                    changes=children[i].changes() if i in ok else {},
+                    has_value=True,
+                )
+                for i in range(n)
+            ]
+            try:
+                merged = merge_outcomes(
+                    branch.state,
+                    outcomes,
+                    fork.merge,
+                    reducers_of(branch.state),
+                    require_all=False,
+                    vote_fields=fork.vote_on,
+                )
+            except MergeError as exc:
+                exc.join = join
+                raise
+            branch.state = merged.state
+            branch.owned.update(merged.changed)
+            join.winner = merged.winner
+            join.agreement = merged.agreement
+            join.agreement_ratio = merged.agreement_ratio
+            for i in merged.used:
+                provenance.extend(provs[i])
+        self._emit_join(key, join)
+        return join
+
+    def _emit_join(self, key: str, join: JoinResult[Any]) -> None:
+        if self.emit is not None:
+            self.emit("join_finished", {"key": key, "join": join})
+
+    @staticmethod
+    def _join_error(
+        key: str, join: JoinResult[Any], errors: dict[int, BaseException], keys: list[Any]
+    ) -> JoinError:
+        first = min(errors) if errors else None
+        if first is None:
+            msg = (
+                f"join after {key} failed: no branch can succeed ({join.total} branches, "
+                f"strategy {join.strategy.name})"
+            )
+        else:
+            exc = errors[first]
+            msg = (
+                f"join after {key} failed: branch {keys[first]!r} raised "
+                f"{type(exc).__name__}: {exc} ({join.failed} failed, {join.succeeded} "
+                f"succeeded, {join.cancelled} cancelled of {join.total})"
+            )
+        err = JoinError(msg, errors=join.errors, join=join)
+        if first is not None:
+            err.__cause__ = errors[first]
+        return err
+
+    # -- pipelines --------------------------------------------------------------
+    async def _member(self, node: Any, child: Branch, key: str, prov: list[Any]) -> Any:
+        out, _, record = await run_node(
+            node, child, key, self.settings, provenance=prov, records=self.records
+        )
+        prov.append({"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms})
+        if self.emit is not None:
+            self.emit("node_finished", {"record": record})
+        if out is None:
+            return None
+        if isinstance(out, End):
+            return out.value
+        raise InvalidReturnError(
+            f"pipeline member {type(node).__name__} returned {type(out).__name__}; a "
+            "pipeline member returns End(value) or None, and the pipeline continues at "
+            "its then= node",
+            node=type(node).__name__,
+        )
+
+    async def _pipeline(
+        self, pipe: Pipeline[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
+    ) -> JoinResult[Any]:
+        nodes = pipe.nodes
+        n = len(nodes)
+        base = branch.state
+        reducers = reducers_of(base)
+        plan = plan_pipeline(
+            tuple(
+                (getattr(type(m), "reads", None), getattr(type(m), "writes", None)) for m in nodes
+            ),
+            frozenset(reducers),
+        )
+        statuses: list[BranchStatus | None] = [None] * n
+        values: list[Any] = [None] * n
+        changes: list[Any] = [None] * n
+        errors: dict[int, BaseException] = {}
+        waiting = [len(d) for d in plan.deps]
+        provs: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        tasks: list[asyncio.Task[Any]] = []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        finished = 0
+
+        def start(i: int) -> None:
+            anc = plan.ancestors[i]
+            view = base
+            if anc:
+                view = apply_sequential(base, [changes[a] for a in anc], reducers)[0]
+            child = Branch.fork(view)
+            task = loop.create_task(
+                self._member(nodes[i], child, f"{key}/p{i}/0.{type(nodes[i]).__name__}", provs[i])
+            )
+            task.add_done_callback(partial(on_done, i, child))
+            tasks.append(task)
+
+        def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
+            nonlocal finished
+            if task.cancelled():
+                statuses[i] = BranchStatus.CANCELLED
+                return
+            exc = task.exception()
+            if exc is not None:
+                statuses[i] = BranchStatus.FAILED
+                errors[i] = exc
+                if not done.done():
+                    done.set_result(False)
+                return
+            statuses[i] = BranchStatus.SUCCEEDED
+            values[i] = task.result()
+            changes[i] = child.changes()
+            finished += 1
+            if done.done():
+                return
+            ready = [j for j in plan.dependents[i] if _dec(waiting, j) == 0]
+            for j in plan.ready_order(ready):
+                start(j)
+            if finished == n:
+                done.set_result(True)
+
+        ok = True
+        try:
+            if n:
+                for i in plan.ready_order(i for i in range(n) if not plan.deps[i]):
+                    start(i)
+                ok = await done
+        finally:
+            await _cancel_and_wait(tasks)
+        final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
+        join: JoinResult[Any] = JoinResult(
+            keys=list(range(n)),
+            results=values,
+            errors=dict(sorted(errors.items())),
+            statuses=final_status,
+        )
+        if not ok:
+            raise self._join_error(key, join, errors, list(range(n)))
+        merged, changed = apply_sequential(base, changes, reducers)
+        branch.state = merged
+        branch.owned.update(changed)
+        for p in provs:
+            provenance.extend(p)
+        return join
+
+
+def _dec(counts: list[int], j: int) -> int:
+    counts[j] -= 1
+    return counts[j]

@@ -1,0 +1,274 @@
+"""State isolation and change tracking (pure: no I/O, no clocks).
+
+A branch works on a *shallow* copy of the state at its fork. Before a node runs,
+the branch takes ownership of the fields the node may write: those fields (and only
+those) are deep-copied from the fork's state, each at most once per branch. Every
+other field is shared with the fork's state, so isolating a node costs O(fields it
+writes), not O(state). A node that declares no ``writes`` may write anything, so its
+branch owns every field (one deep copy per branch, not per node).
+
+What a shared field protects against: reassignment is always caught (identity
+check); in-place mutation of a shared object is caught by strict mode, which
+fingerprints the fields a node did not declare before and after it runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
+
+from .errors import ConfigurationError, StateValidationError, UndeclaredMutationError
+from .reducers import Reducer, as_reducer
+
+__all__ = [
+    "Branch",
+    "FieldChange",
+    "copy_value",
+    "field_names",
+    "fingerprint",
+    "get_field",
+    "reducers_of",
+    "set_field",
+    "shallow_copy",
+]
+
+_ATOMS = (str, int, float, bool, bytes, type(None), complex, frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    before: Any
+    after: Any
+
+
+def copy_value(value: Any) -> Any:
+    """A deep copy, fast for the JSON-like data states are made of."""
+    cls = type(value)
+    if cls in _ATOMS:
+        return value
+    if cls is list:
+        return [v if type(v) in _ATOMS else copy_value(v) for v in value]
+    if cls is dict:
+        return {k: v if type(v) in _ATOMS else copy_value(v) for k, v in value.items()}
+    if cls is tuple:
+        return tuple(copy_value(v) for v in value)
+    if cls is set:
+        return set(value)
+    if isinstance(value, BaseModel):
+        clone = value.model_copy()
+        d = clone.__dict__
+        for k, v in d.items():
+            if type(v) not in _ATOMS:
+                d[k] = copy_value(v)
+        return clone
+    return copy.deepcopy(value)
+
+
+@lru_cache(maxsize=512)
+def _fields_of_type(cls: type) -> tuple[str, ...]:
+    if issubclass(cls, BaseModel):
+        return tuple(cls.model_fields)
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    raise ConfigurationError(
+        f"state of type {cls.__name__} is not supported: use a pydantic BaseModel, a "
+        "dataclass or a dict"
+    )
+
+
+def field_names(state: Any) -> tuple[str, ...]:
+    if isinstance(state, dict):
+        return tuple(state)
+    return _fields_of_type(type(state))
+
+
+@lru_cache(maxsize=512)
+def _reducers_of_type(cls: type) -> dict[str, Reducer]:
+    out: dict[str, Reducer] = {}
+    if issubclass(cls, BaseModel):
+        for name, info in cls.model_fields.items():
+            for meta in info.metadata:
+                r = as_reducer(meta)
+                if r is not None:
+                    out[name] = r
+        return out
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolved forward refs: no reducers then
+        return out
+    for name in _fields_of_type(cls):
+        hint = hints.get(name)
+        for meta in getattr(hint, "__metadata__", ()):
+            r = as_reducer(meta)
+            if r is not None:
+                out[name] = r
+    return out
+
+
+def reducers_of(state_or_type: Any) -> dict[str, Reducer]:
+    """Reducers declared with ``Annotated`` on the state model, by field name."""
+    cls = state_or_type if isinstance(state_or_type, type) else type(state_or_type)
+    if cls is dict:
+        return {}
+    return _reducers_of_type(cls)
+
+
+def get_field(state: Any, name: str) -> Any:
+    if isinstance(state, dict):
+        return state.get(name)
+    return state.__dict__[name] if isinstance(state, BaseModel) else getattr(state, name)
+
+
+def set_field(state: Any, name: str, value: Any) -> None:
+    """Set without validation (the value came from a validated state)."""
+    if isinstance(state, dict):
+        state[name] = value
+    elif isinstance(state, BaseModel):
+        state.__dict__[name] = value
+    else:
+        object.__setattr__(state, name, value)
+
+
+def shallow_copy(state: Any) -> Any:
+    if isinstance(state, BaseModel):
+        return state.model_copy()
+    if isinstance(state, dict):
+        return dict(state)
+    return copy.copy(state)
+
+
+def fingerprint(value: Any) -> bytes:
+    """Bytes that change when ``value`` changes in place (strict mode only)."""
+    try:
+        return to_json(value, fallback=repr)
+    except Exception:  # noqa: BLE001 - unserializable: fall back to repr
+        return repr(value).encode()
+
+
+def _snapshot(state: Any, names: Iterable[str]) -> dict[str, Any]:
+    if isinstance(state, BaseModel):
+        d = state.__dict__
+        return {n: d[n] for n in names}
+    return {n: get_field(state, n) for n in names}
+
+
+@dataclass(slots=True)
+class Branch:
+    """One path's state: a shallow copy of ``base`` that owns some fields.
+
+    ``base`` is never modified. ``owned`` fields hold private deep copies;
+    other fields share ``base``'s objects. ``all_owned`` short-cuts nodes that
+    declare no writes once the branch owns everything.
+    """
+
+    base: Any
+    state: Any
+    owned: set[str] = field(default_factory=set)
+    all_owned: bool = False
+
+    @classmethod
+    def fork(cls, base: Any) -> Branch:
+        return cls(base=base, state=shallow_copy(base))
+
+    def own(self, names: Iterable[str] | None) -> None:
+        """Deep-copy the fields a node may write (``None``: every field)."""
+        if self.all_owned:
+            return
+        if names is None:
+            names = field_names(self.state)
+            self.all_owned = True
+        state, owned = self.state, self.owned
+        for name in names:
+            if name in owned:
+                continue
+            owned.add(name)
+            value = get_field(state, name)
+            if type(value) not in _ATOMS:
+                set_field(state, name, copy_value(value))
+
+    def changes(self) -> dict[str, FieldChange]:
+        """The fields whose value differs from ``base``, with before / after."""
+        out: dict[str, FieldChange] = {}
+        base, state = self.base, self.state
+        for name in field_names(state):
+            after = get_field(state, name)
+            before = get_field(base, name) if not (
+                isinstance(base, dict) and name not in base
+            ) else None
+            if after is before:
+                continue
+            if name not in self.owned or after != before:
+                out[name] = FieldChange(before, after)
+        return out
+
+
+class NodeGuard:
+    """Checks one node's writes: validation of reassigned fields, strict mode."""
+
+    __slots__ = ("_before", "_fingerprints", "_branch", "_declared")
+
+    def __init__(self, branch: Branch, declared: frozenset[str] | None, strict: bool) -> None:
+        self._branch = branch
+        self._declared = declared
+        names = field_names(branch.state)
+        self._before = _snapshot(branch.state, names)
+        self._fingerprints: dict[str, bytes] | None = None
+        if strict and declared is not None:
+            self._fingerprints = {
+                n: fingerprint(v) for n, v in self._before.items() if n not in declared
+            }
+
+    def check(self, node_name: str) -> None:
+        """:raises StateValidationError: a reassigned field fails validation.
+        :raises UndeclaredMutationError: strict mode saw an undeclared write."""
+        state = self._branch.state
+        after = _snapshot(state, self._before)
+        if self._fingerprints is not None:
+            for name, fp in self._fingerprints.items():
+                if after[name] is not self._before[name] or fingerprint(after[name]) != fp:
+                    raise UndeclaredMutationError(
+                        f"node {node_name} changed state field {name!r}, which is not in "
+                        f"its writes {sorted(self._declared or ())}: declare it in "
+                        "`writes` so the engine isolates it",
+                        node=node_name,
+                        field=name,
+                    )
+        reassigned = [n for n, v in after.items() if v is not self._before[n]]
+        if reassigned and isinstance(state, BaseModel):
+            validator = state.__pydantic_validator__
+            for name in reassigned:
+                try:
+                    validator.validate_assignment(state, name, after[name])
+                except ValidationError as exc:
+                    raise StateValidationError(
+                        f"node {node_name} wrote an invalid value to state field {name!r} "
+                        f"of {type(state).__name__}: {_first_error(exc)}",
+                        node=node_name,
+                        field=name,
+                    ) from exc
+        if reassigned:
+            self._branch.owned.update(reassigned)
+
+
+def _first_error(exc: ValidationError) -> str:
+    errs = exc.errors()
+    return str(errs[0]["msg"]) if errs else str(exc)
+
+
+def validation_error_field(exc: ValidationError, state: Any) -> str | None:
+    """The state field a pydantic ``ValidationError`` raised on assignment names."""
+    if exc.title != type(state).__name__:
+        return None
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        if loc:
+            return str(loc[0])
+    return None

@@ -1,0 +1,281 @@
+"""Parallel blocks a node can return: ``Fork`` and ``Pipeline``, and their policies.
+
+``Fork`` runs branches concurrently, each on an isolated copy of the state, and
+joins them by a ``JoinStrategy``; ``Pipeline`` runs nodes whose dependencies the
+scheduler infers from their ``reads`` / ``writes``. Both continue at ``then``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from .errors import ConfigurationError
+from .node import check_node
+
+__all__ = [
+    "BranchStatus",
+    "FailureMode",
+    "Fork",
+    "JoinResult",
+    "JoinStrategy",
+    "MergeStrategy",
+    "Pipeline",
+]
+
+StateT = TypeVar("StateT")
+T = TypeVar("T")
+
+
+class MergeStrategy(Enum):
+    """How the states of a parallel block's branches become one state."""
+
+    #: The first successful branch by index wins; the others' writes are dropped.
+    FIRST_SUCCESS = "first_success"
+    #: Every branch must succeed; field-level merge of all branches, in index order.
+    ALL_SUCCESS = "all_success"
+    #: Most common canonical output wins (ties: lowest index); agreement is reported.
+    MAJORITY = "majority"
+
+
+class JoinStrategy(Enum):
+    """When a fork's join continues."""
+
+    ALL = "all"  #: every branch has finished
+    ANY = "any"  #: the first branch to succeed
+    FIRST = "first"  #: the first branch to finish, successful or not
+    QUORUM = "quorum"  #: ``quorum`` branches have succeeded
+
+
+class FailureMode(Enum):
+    """What a failed branch does to a join with strategy ALL."""
+
+    #: The first error cancels the running siblings and fails the join.
+    FAIL_ALL = "fail_all"
+    #: The failed branch is marked; siblings run to the end; then the join fails,
+    #: with every finished branch's value kept in the ``JoinError``.
+    FAIL_FIRST = "fail_first"
+    #: Errors are collected beside results and the join continues.
+    CONTINUE = "continue"
+
+
+class BranchStatus(Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def _coerce(enum: type[Any], value: Any, what: str) -> Any:
+    if isinstance(value, enum):
+        return value
+    if isinstance(value, str):
+        try:
+            return enum[value.upper()]
+        except KeyError:
+            pass
+    names = ", ".join(f"{enum.__name__}.{m.name}" for m in enum)
+    raise ConfigurationError(f"unknown {what} {value!r}: use one of {names}")
+
+
+@dataclass(init=False, eq=False)
+class Fork(Generic[StateT]):
+    """Run ``branches`` concurrently and continue at ``then`` once the join allows.
+
+    ``branches`` is a list (keys 0..n-1) or a mapping name -> node. ``then=None`` ends
+    the path with ``End(list of branch values)``. ``quorum`` (an int k, or a fraction
+    of the branches) applies to ``JoinStrategy.QUORUM``. ``timeout`` (seconds)
+    cancels unfinished branches, records ``TimeoutError`` for them, then ``on_error``
+    applies. ``vote_on`` names the state fields MAJORITY votes on (default: the
+    branches' ``End`` values).
+
+    :raises InvalidNodeError: a branch or ``then`` is not a node.
+    :raises ConfigurationError: a bad strategy, quorum or timeout.
+    """
+
+    branches: list[Any]
+    keys: list[Any]
+    then: Any
+    join: JoinStrategy
+    on_error: FailureMode
+    merge: MergeStrategy
+    timeout: float | None
+    quorum: int | float | None
+    vote_on: tuple[str, ...] | None
+
+    def __init__(
+        self,
+        branches: Sequence[Any] | Mapping[str, Any],
+        then: Any = None,
+        *,
+        join: JoinStrategy = JoinStrategy.ALL,
+        on_error: FailureMode = FailureMode.FAIL_ALL,
+        merge: MergeStrategy = MergeStrategy.ALL_SUCCESS,
+        timeout: float | None = None,
+        quorum: int | float | None = None,
+        vote_on: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(branches, Mapping):
+            self.keys = list(branches.keys())
+            self.branches = list(branches.values())
+        elif isinstance(branches, (str, bytes)) or not isinstance(branches, Sequence):
+            raise ConfigurationError(
+                f"Fork branches must be a list of nodes or a mapping name -> node, got "
+                f"{type(branches).__name__}"
+            )
+        else:
+            self.branches = list(branches)
+            self.keys = list(range(len(self.branches)))
+        for key, node in zip(self.keys, self.branches, strict=True):
+            check_node(node, f"Fork branch {key!r}")
+        if then is not None:
+            check_node(then, "Fork then=")
+        self.then = then
+        self.join = _coerce(JoinStrategy, join, "join strategy")
+        self.on_error = _coerce(FailureMode, on_error, "failure mode")
+        self.merge = _coerce(MergeStrategy, merge, "merge strategy")
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"Fork timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = timeout
+        if quorum is not None and self.join is not JoinStrategy.QUORUM:
+            raise ConfigurationError(
+                f"quorum={quorum!r} given with join={self.join}: use join=JoinStrategy.QUORUM"
+            )
+        if self.join is JoinStrategy.QUORUM:
+            _quorum_size(quorum, len(self.branches))
+        self.quorum = quorum
+        self.vote_on = tuple(vote_on) if vote_on else None
+
+    def __len__(self) -> int:
+        return len(self.branches)
+
+    def required_successes(self) -> int:
+        """How many successes let the join continue (ALL: every branch)."""
+        n = len(self.branches)
+        if self.join is JoinStrategy.QUORUM:
+            return _quorum_size(self.quorum, n)
+        if self.join in (JoinStrategy.ANY, JoinStrategy.FIRST):
+            return min(1, n)
+        return n
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(b).__name__ for b in self.branches[:4])
+        more = ", ..." if len(self.branches) > 4 else ""
+        return (
+            f"Fork([{names}{more}] ({len(self.branches)}), join={self.join.name}, "
+            f"on_error={self.on_error.name}, merge={self.merge.name})"
+        )
+
+
+def _quorum_size(quorum: int | float | None, n: int) -> int:
+    """Successes a QUORUM join needs among ``n`` branches.
+
+    :raises ConfigurationError: no quorum, k outside 1..n, a fraction outside (0, 1].
+    """
+    if quorum is None:
+        raise ConfigurationError(
+            "JoinStrategy.QUORUM needs quorum=k (an int) or a fraction in (0, 1]"
+        )
+    if isinstance(quorum, bool):
+        raise ConfigurationError(f"quorum must be an int or a fraction, got {quorum!r}")
+    if isinstance(quorum, int):
+        if not 1 <= quorum <= n:
+            raise ConfigurationError(
+                f"quorum={quorum} must be within 1..{n} (the fork's branch count)"
+            )
+        return quorum
+    if isinstance(quorum, float) and 0.0 < quorum <= 1.0:
+        return math.ceil(quorum * n - 1e-9)
+    raise ConfigurationError(f"quorum={quorum!r} must be an int k >= 1 or a fraction in (0, 1]")
+
+
+@dataclass(init=False, eq=False)
+class Pipeline(Generic[StateT]):
+    """Run ``nodes`` with dependencies inferred from their ``reads`` / ``writes``.
+
+    Node B depends on an earlier node A when B reads a field A writes, or both
+    write a field that has no reducer. A node that declares neither depends on
+    everything before it. The result equals running ``nodes`` sequentially in list
+    order. ``then=None`` ends the path with ``End(None)``.
+
+    :raises InvalidNodeError: a member or ``then`` is not a node.
+    """
+
+    nodes: list[Any]
+    then: Any
+
+    def __init__(self, nodes: Sequence[Any], then: Any = None) -> None:
+        if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
+            raise ConfigurationError(
+                f"Pipeline takes a list of nodes, got {type(nodes).__name__}"
+            )
+        self.nodes = list(nodes)
+        for i, node in enumerate(self.nodes):
+            check_node(node, f"Pipeline member {i}")
+        if then is not None:
+            check_node(then, "Pipeline then=")
+        self.then = then
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(n).__name__ for n in self.nodes)
+        return f"Pipeline([{names}], then={type(self.then).__name__ if self.then else None})"
+
+
+@dataclass(eq=False)
+class JoinResult(Generic[T]):
+    """What the node after a fork sees as ``ctx.join``.
+
+    ``results`` holds branch values in branch order, ``None`` where a branch failed
+    or was cancelled; ``errors`` maps branch key to exception; ``statuses`` tells
+    the three apart.
+    """
+
+    keys: list[Any]
+    results: list[T | None]
+    errors: dict[Any, BaseException]
+    statuses: list[BranchStatus]
+    strategy: JoinStrategy = JoinStrategy.ALL
+    deterministic: bool = True
+    merge: MergeStrategy = MergeStrategy.ALL_SUCCESS
+    #: MAJORITY: index of the winning branch, how many agreed, and their share.
+    winner: int | None = None
+    agreement: int | None = None
+    agreement_ratio: float | None = None
+    timed_out: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.keys)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for s in self.statuses if s is BranchStatus.SUCCEEDED)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for s in self.statuses if s is BranchStatus.FAILED)
+
+    @property
+    def cancelled(self) -> int:
+        return sum(1 for s in self.statuses if s is BranchStatus.CANCELLED)
+
+    def __getitem__(self, key: Any) -> T | None:
+        """The value of the branch with key ``key``."""
+        return self.results[self.keys.index(key)]
+
+    def items(self) -> Iterator[tuple[Any, T | None]]:
+        return zip(self.keys, self.results, strict=True)
+
+    def successes(self) -> list[T]:
+        """Values of the branches that succeeded, in branch order."""
+        return [
+            r
+            for r, s in zip(self.results, self.statuses, strict=True)
+            if s is BranchStatus.SUCCEEDED
+        ]  # type: ignore[misc]

@@ -1,0 +1,243 @@
+"""The one exception tree of lift_graph.
+
+Every error the engine raises on purpose is defined here::
+
+    LiftGraphError
+    ├── ConfigurationError (ValueError)      bad limits, sizes, strategies, quorum
+    ├── GraphDefinitionError                 the graph or a block is malformed
+    │   ├── InvalidNodeError (TypeError)     something that is not a node was given
+    │   ├── UnknownNodeError                 a node class that is not in the graph
+    │   ├── UnknownFieldError                reads / writes name a missing state field
+    │   └── PipelineCycleError               data dependencies that form a cycle
+    ├── NodeExecutionError                   raised while running one node; carries
+    │   │                                    execution_id, node_key and attempt
+    │   ├── InvalidReturnError (TypeError)   `run` returned something unusable
+    │   ├── NodeTimeoutError (TimeoutError)  the node's own timeout expired
+    │   ├── MissingInputError (KeyError)     a declared input is not in the state
+    │   ├── StateValidationError (ValueError) a write fails the state model's validation
+    │   └── UndeclaredMutationError          strict mode: a write the node did not declare
+    ├── MergeError                           branch states cannot be merged
+    ├── JoinError                            a fork's join failed (keeps finished results)
+    ├── ParallelExecutionError               every node of `execute_parallel` failed
+    ├── ParallelError                        `run_parallel` tasks failed (sorted TaskErrors)
+    └── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
+
+Cancellation is never an error here: ``asyncio.CancelledError`` propagates untouched,
+and ``KeyboardInterrupt`` / ``SystemExit`` are never wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .blocks import JoinResult
+    from .node import NodeResult
+
+__all__ = [
+    "ConfigurationError",
+    "GraphDefinitionError",
+    "InvalidNodeError",
+    "InvalidReturnError",
+    "JoinError",
+    "LiftGraphError",
+    "MergeError",
+    "MissingInputError",
+    "NodeExecutionError",
+    "NodeTimeoutError",
+    "ParallelError",
+    "ParallelExecutionError",
+    "PipelineCycleError",
+    "RunTimeoutError",
+    "StateValidationError",
+    "TaskError",
+    "UndeclaredMutationError",
+    "UnknownFieldError",
+    "UnknownNodeError",
+]
+
+
+class LiftGraphError(Exception):
+    """Base class of every error lift_graph raises on purpose."""
+
+
+class ConfigurationError(LiftGraphError, ValueError):
+    """A setting is out of range or unknown (limits, sizes, strategies, quorum)."""
+
+
+class GraphDefinitionError(LiftGraphError):
+    """The graph, a fork or a pipeline is malformed; raised before anything runs."""
+
+
+class InvalidNodeError(GraphDefinitionError, TypeError):
+    """Something that is not a node (class) was given where one is required."""
+
+
+class UnknownNodeError(GraphDefinitionError):
+    """A node class is used that the graph was not built with."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class UnknownFieldError(GraphDefinitionError):
+    """A node declares it reads or writes a field the state model does not have."""
+
+    def __init__(self, message: str, *, node: str, field: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.field = field
+
+
+class PipelineCycleError(GraphDefinitionError):
+    """The data dependencies of a pipeline form a cycle."""
+
+    def __init__(self, message: str, *, cycle: Sequence[str]) -> None:
+        super().__init__(message)
+        self.cycle = list(cycle)
+
+
+class NodeExecutionError(LiftGraphError):
+    """An error raised while running one node.
+
+    The engine attaches where it happened at one boundary, so every subclass
+    carries ``execution_id``, ``node_key`` (the node's position in the graph) and
+    ``attempt`` (1-based) once it leaves the node.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        field: str | None = None,
+        execution_id: str | None = None,
+        node_key: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.field = field
+        self.execution_id = execution_id
+        self.node_key = node_key
+        self.attempt = attempt
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        where = [
+            f"{name}={value}"
+            for name, value in (
+                ("execution_id", self.execution_id),
+                ("node_key", self.node_key),
+                ("attempt", self.attempt),
+            )
+            if value is not None
+        ]
+        return f"{base} [{', '.join(where)}]" if where else base
+
+
+class InvalidReturnError(NodeExecutionError, TypeError):
+    """A node's ``run`` returned something the engine cannot route."""
+
+
+class NodeTimeoutError(NodeExecutionError, TimeoutError):
+    """A node did not finish within its class ``timeout``."""
+
+
+class MissingInputError(NodeExecutionError, KeyError):
+    """A declared input (a DSPy signature input, a ``reads`` field) is not in the state."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; keep it readable.
+        return NodeExecutionError.__str__(self)
+
+
+class StateValidationError(NodeExecutionError, ValueError):
+    """A node wrote a value that the state model's validation rejects."""
+
+
+class UndeclaredMutationError(NodeExecutionError):
+    """Strict mode: a node changed a state field it did not declare in ``writes``."""
+
+
+class MergeError(LiftGraphError):
+    """Branch states cannot be merged.
+
+    ``field`` names the state field and ``branches`` the keys of the branches whose
+    writes conflict. ``join`` holds the join's results when raised by a fork, so the
+    values of finished branches are not lost.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        branches: Sequence[Any] = (),
+        join: JoinResult[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.branches = list(branches)
+        self.join = join
+
+
+class JoinError(LiftGraphError):
+    """A fork's join failed.
+
+    ``errors`` maps branch key to exception; ``join`` is the full ``JoinResult`` with
+    the values of branches that did finish. ``__cause__`` is the error of the
+    lowest-index failed branch.
+    """
+
+    def __init__(
+        self, message: str, *, errors: Mapping[Any, BaseException], join: JoinResult[Any]
+    ) -> None:
+        super().__init__(message)
+        self.errors = dict(errors)
+        self.join = join
+
+
+class ParallelExecutionError(LiftGraphError):
+    """Every node given to ``ParallelExecutor.execute_parallel`` failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_nodes: Sequence[Any],
+        partial_results: Sequence[NodeResult[Any]],
+    ) -> None:
+        super().__init__(message)
+        self.failed_nodes = list(failed_nodes)
+        self.partial_results = list(partial_results)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """One failed task of ``run_parallel``: its order key, exception type name and message."""
+
+    key: Any
+    exc_type: str
+    message: str
+
+
+class ParallelError(LiftGraphError):
+    """One or more ``run_parallel`` tasks failed.
+
+    ``errors`` is sorted by the task's order key, then by submit index, so it is the
+    same on every run whatever order the tasks finished in.
+    """
+
+    def __init__(self, errors: Sequence[TaskError]) -> None:
+        self.errors = list(errors)
+        shown = "; ".join(f"{e.key!r}: {e.exc_type}: {e.message}" for e in self.errors[:5])
+        more = f" (+{len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        super().__init__(f"{len(self.errors)} task(s) failed: {shown}{more}")
+
+
+class RunTimeoutError(LiftGraphError, TimeoutError):
+    """A whole graph run exceeded the ``timeout`` given to ``Graph.run``."""

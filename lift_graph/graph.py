@@ -1,0 +1,254 @@
+"""``Graph``: built from node classes, run with ``run`` / ``run_sync`` / ``iter``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from ._plan import node_edges, validate_node_classes
+from ._runner import NodeRecord, RunSettings
+from ._scheduler import Scheduler
+from ._state import Branch
+from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
+from .limits import Limits, _Slots
+from .node import check_node
+
+__all__ = ["Graph", "GraphEvent", "RunResult"]
+
+StateT = TypeVar("StateT")
+
+
+@dataclass(slots=True)
+class RunResult(Generic[StateT]):
+    """The outcome of one run.
+
+    ``records`` holds one entry per node execution, sorted by node key (the node's
+    position in the graph), so two runs list them in the same order.
+    ``deterministic`` is False when a race (a join ANY / FIRST / QUORUM, a fork
+    timeout that fired) or a node declared non-deterministic took part.
+    """
+
+    output: Any
+    state: StateT
+    execution_id: str
+    records: list[NodeRecord]
+    deterministic: bool
+    elapsed_ms: float
+    peak_concurrency: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEvent:
+    """One thing that happened during ``Graph.iter``: ``kind`` and its data."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Graph(Generic[StateT]):
+    """A graph of node classes; validated when built.
+
+    Edges come from each node's ``run`` return annotation (``A | B | End[str]``),
+    from forks' branches, and for pipelines from ``reads`` / ``writes``.
+
+    :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass.
+    :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
+    :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
+    """
+
+    def __init__(self, nodes: Sequence[type], *, name: str | None = None) -> None:
+        self.name = name or "graph"
+        self._by_name = validate_node_classes(nodes)
+        self.node_classes: frozenset[type] = frozenset(self._by_name.values())
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, nodes={sorted(self._by_name)})"
+
+    # -- running ----------------------------------------------------------------
+    def _prepare(
+        self,
+        start: Any,
+        max_concurrency: int | None,
+        limits: Limits | None,
+        timeout: float | None,
+    ) -> _Slots | None:
+        check_node(start, "Graph.run start")
+        if type(start) not in self.node_classes:
+            raise UnknownNodeError(
+                f"start node {type(start).__name__} is not in this graph: add it to "
+                "Graph(nodes=[...])",
+                node=type(start).__name__,
+            )
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"max_concurrency must be a positive int or None, got {max_concurrency!r}"
+            )
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(f"limits must be a Limits object, got {type(limits).__name__}")
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        return _Slots(max_concurrency) if max_concurrency else None
+
+    async def run(
+        self,
+        start: Any,
+        *,
+        state: StateT,
+        deps: Any = None,
+        max_concurrency: int | None = None,
+        limits: Limits | None = None,
+        timeout: float | None = None,
+        user_id: str | None = None,
+        execution_id: str | None = None,
+        strict: bool = False,
+        metadata: dict[str, Any] | None = None,
+        _emit: Any = None,
+    ) -> RunResult[StateT]:
+        """Run from ``start`` until its path ends; returns a ``RunResult``.
+
+        ``state`` is not modified: the run works on its own copy. ``max_concurrency``
+        caps nodes running at once in this run; ``limits`` adds limits shared with
+        every other run given the same object. ``strict`` fails a node that mutates
+        a state field it did not declare in ``writes``.
+
+        :raises RunTimeoutError: ``timeout`` expired; every task of the run has been
+            cancelled and awaited.
+        :raises JoinError: a fork's join failed (finished branches' values kept).
+        :raises MergeError: branch writes conflict (``join`` attached).
+        :raises Exception: a node's own error, once its retries are spent.
+        """
+        run_slots = self._prepare(start, max_concurrency, limits, timeout)
+        settings = RunSettings(
+            execution_id=execution_id or uuid.uuid4().hex,
+            user_id=user_id,
+            deps=deps,
+            metadata=dict(metadata or {}),
+            limits=limits,
+            run_slots=run_slots,
+            strict=strict,
+        )
+        scheduler = Scheduler(settings, self.node_classes, _emit)
+        root = Branch.fork(state)
+        began = time.perf_counter()
+        if timeout is None:
+            output = await scheduler.run_path(start, root, "")
+        else:
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    output = await scheduler.run_path(start, root, "")
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                raise RunTimeoutError(
+                    f"run {settings.execution_id} did not finish within {timeout} s"
+                ) from exc
+        records = sorted(scheduler.records, key=lambda r: r.key)
+        deterministic = scheduler.deterministic and all(
+            getattr(cls, "deterministic", True) for cls in {type(start)}
+        )
+        deterministic = deterministic and all(
+            getattr(self._by_name.get(r.node), "deterministic", True) for r in records
+        )
+        peak = run_slots.peak if run_slots is not None else (limits.peak if limits else 0)
+        return RunResult(
+            output=output,
+            state=root.state,
+            execution_id=settings.execution_id,
+            records=records,
+            deterministic=deterministic,
+            elapsed_ms=(time.perf_counter() - began) * 1000.0,
+            peak_concurrency=peak,
+        )
+
+    def run_sync(self, start: Any, **kwargs: Any) -> RunResult[StateT]:
+        """``run`` for synchronous callers; also works inside a running loop (Jupyter).
+
+        With no running loop it uses ``asyncio.run``. Inside one (a notebook cell) it
+        runs the graph on a fresh loop in a helper thread, with the caller's context
+        variables, and blocks until it is done.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(start, **kwargs))
+        box: dict[str, Any] = {}
+        ctx = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                box["result"] = ctx.run(asyncio.run, self.run(start, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="lift_graph.run_sync", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        result: RunResult[StateT] = box["result"]
+        return result
+
+    async def iter(self, start: Any, **kwargs: Any) -> AsyncIterator[GraphEvent]:
+        """Run and yield ``GraphEvent``s as they happen; the last is ``run_finished``.
+
+        Leaving the loop early cancels the run and waits for it.
+        """
+        queue: asyncio.Queue[GraphEvent | None] = asyncio.Queue()
+
+        def emit(kind: str, data: dict[str, Any]) -> None:
+            queue.put_nowait(GraphEvent(kind, data))
+
+        async def drive() -> RunResult[StateT]:
+            try:
+                return await self.run(start, _emit=emit, **kwargs)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.ensure_future(drive())
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    break
+                yield event
+            result = await task
+            yield GraphEvent("run_finished", {"result": result})
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+
+    # -- pictures ---------------------------------------------------------------
+    def mermaid(self) -> str:
+        """A mermaid flowchart of the static edges (from return annotations)."""
+        lines = ["flowchart TD"]
+        for name in sorted(self._by_name):
+            cls = self._by_name[name]
+            edges = node_edges(cls)
+            lines.append(f"    {name}[{name}]")
+            for target in edges.targets:
+                lines.append(f"    {name} --> {target.__name__}")
+            if edges.forks:
+                lines.append(f"    {name} -. fork .-> {name}_fork{{{{fork}}}}")
+            if edges.pipelines:
+                lines.append(f"    {name} -. pipeline .-> {name}_pipe[[pipeline]]")
+            if edges.ends:
+                lines.append(f"    {name} --> End_{name}((End))")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return f"```mermaid\n{self.mermaid()}\n```"

@@ -1,0 +1,342 @@
+"""Concurrency and rate limits: global and per provider, shareable across runs.
+
+One ``Limits`` object owns the live counters, so passing the same object to several
+concurrent runs (in one event loop) makes them share every limit::
+
+    limits = Limits(max_concurrency=8,
+                    providers={"openai": ProviderLimit(concurrency=4, rpm=500)})
+    await asyncio.gather(graph.run(A(), state=s1, limits=limits),
+                         graph.run(A(), state=s2, limits=limits))
+
+A node holds its slots only while its ``run`` executes: never while it waits for
+its children (so nested forks cannot deadlock), and never during retry backoff.
+Rate limits use a sliding window: at most ``rpm`` requests start in any window of
+``window`` seconds. Time comes from a ``Clock``; tests use ``FakeClock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "Clock",
+    "FakeClock",
+    "Limiter",
+    "Limits",
+    "MonotonicClock",
+    "Permit",
+    "ProviderLimit",
+]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where the limiter reads time and waits."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FakeClock:
+    """Virtual time that jumps to the next sleeper's deadline once the loop is idle.
+
+    Every ``sleep`` parks the caller until virtual time reaches its deadline; a
+    driver task lets the other tasks run for a few loop turns, then jumps time to
+    the earliest deadline. Use it where all waiting goes through the clock (rate-limit
+    tests), so a 60 s window takes milliseconds of real time.
+    """
+
+    def __init__(self, start: float = 0.0, *, idle_turns: int = 8) -> None:
+        self._now = start
+        self._idle_turns = idle_turns
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._heap, (self._now + max(0.0, seconds), next(self._seq), fut))
+        if self._driver is None or self._driver.done():
+            self._driver = loop.create_task(self._drive(), name="lift_graph.FakeClock")
+        await fut
+
+    async def _drive(self) -> None:
+        while self._heap:
+            for _ in range(self._idle_turns):
+                await asyncio.sleep(0)
+            if not self._heap:
+                return
+            deadline = self._heap[0][0]
+            self._now = max(self._now, deadline)
+            while self._heap and self._heap[0][0] <= self._now:
+                _, _, fut = heapq.heappop(self._heap)
+                if not fut.done():
+                    fut.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimit:
+    """Limits of one provider: concurrent calls, requests and tokens per ``window``.
+
+    :raises ConfigurationError: a limit that is not a positive number.
+    """
+
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    window: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ConfigurationError(
+                    f"ProviderLimit.{name} must be a positive int or None, got {value!r}"
+                )
+        if not self.window > 0:
+            raise ConfigurationError(f"ProviderLimit.window must be > 0, got {self.window!r}")
+
+
+class _Slots:
+    """A FIFO counting semaphore with a no-await fast path and a peak gauge.
+
+    Not bound to an event loop: waiter futures come from the caller's loop.
+    """
+
+    __slots__ = ("limit", "in_use", "peak", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            if self.in_use > self.peak:
+                self.peak = self.in_use
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Granted and cancelled in the same turn: the slot is ours, pass it on.
+                self.release()
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        # A release hands the slot straight to the oldest waiter (in_use unchanged).
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.in_use -= 1
+
+
+class _Rate:
+    """Sliding-window request and token counters of one provider."""
+
+    __slots__ = ("limit", "requests", "tokens", "_token_total")
+
+    def __init__(self, limit: ProviderLimit) -> None:
+        self.limit = limit
+        self.requests: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self._token_total = 0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more request may start (0: now)."""
+        window = self.limit.window
+        horizon = now - window
+        requests, tokens = self.requests, self.tokens
+        while requests and requests[0] <= horizon:
+            requests.popleft()
+        while tokens and tokens[0][0] <= horizon:
+            self._token_total -= tokens.popleft()[1]
+        wait = 0.0
+        if self.limit.rpm is not None and len(requests) >= self.limit.rpm:
+            wait = requests[len(requests) - self.limit.rpm] + window - now
+        if self.limit.tpm is not None and self._token_total >= self.limit.tpm:
+            # Wait until enough old tokens leave the window to drop below the limit.
+            excess = self._token_total - self.limit.tpm
+            for stamp, amount in tokens:
+                excess -= amount
+                if excess < 0:
+                    wait = max(wait, stamp + window - now)
+                    break
+        return wait
+
+    def record_request(self, now: float) -> None:
+        if self.limit.rpm is not None:
+            self.requests.append(now)
+
+    def record_tokens(self, now: float, amount: int) -> None:
+        if self.limit.tpm is not None and amount > 0:
+            self.tokens.append((now, amount))
+            self._token_total += amount
+
+
+@dataclass(slots=True)
+class Permit:
+    """Held while one node runs; give it back with ``Limiter.release``."""
+
+    provider: str | None
+    run_slots: _Slots | None
+    global_slot: bool
+    provider_slot: bool
+
+
+class Limiter(Protocol):
+    """The seam: anything that grants and takes back run permits."""
+
+    async def acquire(self, provider: str | None, run_slots: _Slots | None) -> Permit: ...
+
+    def release(self, permit: Permit, tokens: int = 0) -> None: ...
+
+
+class Limits:
+    """Global and per-provider limits, and the live counters that enforce them.
+
+    ``max_concurrency`` caps nodes running at once across every run that shares this
+    object; ``providers`` maps a node's ``provider`` class attribute to its
+    ``ProviderLimit``. Share one object between runs of one event loop.
+
+    :raises ConfigurationError: a non-positive limit.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int | None = None,
+        providers: Mapping[str, ProviderLimit] | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or max_concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"Limits.max_concurrency must be a positive int or None, got {max_concurrency!r}"
+            )
+        self.max_concurrency = max_concurrency
+        self.providers: dict[str, ProviderLimit] = dict(providers or {})
+        for name, limit in self.providers.items():
+            if not isinstance(limit, ProviderLimit):
+                raise ConfigurationError(
+                    f"Limits.providers[{name!r}] must be a ProviderLimit, got "
+                    f"{type(limit).__name__}"
+                )
+        self.clock: Clock = clock or MonotonicClock()
+        self._global = _Slots(max_concurrency) if max_concurrency else None
+        self._provider_slots = {
+            n: _Slots(p.concurrency) for n, p in self.providers.items() if p.concurrency
+        }
+        self._rates = {
+            n: _Rate(p) for n, p in self.providers.items() if p.rpm is not None or p.tpm
+        }
+
+    def __repr__(self) -> str:
+        return f"Limits(max_concurrency={self.max_concurrency}, providers={self.providers})"
+
+    # -- gauges, for tests and progress displays --------------------------------
+    @property
+    def peak(self) -> int:
+        """Most nodes ever in flight at once under the global limit (0 if unlimited)."""
+        return self._global.peak if self._global else 0
+
+    def provider_peak(self, provider: str) -> int:
+        slots = self._provider_slots.get(provider)
+        return slots.peak if slots else 0
+
+    def in_flight(self, provider: str | None = None) -> int:
+        slots = self._provider_slots.get(provider) if provider else self._global
+        return slots.in_use if slots else 0
+
+    # -- the Limiter protocol ----------------------------------------------------
+    async def acquire(self, provider: str | None, run_slots: _Slots | None = None) -> Permit:
+        """Wait for every slot ``provider``'s node needs, in a fixed order.
+
+        Order: provider concurrency, the run's own slots, the global slot, then the
+        rate window. Rate waits hand the run and global slots back first, so a node
+        waiting on its provider's window never blocks another provider's node.
+        Cancellation while waiting gives back whatever was taken.
+        """
+        pslots = self._provider_slots.get(provider) if provider else None
+        rate = self._rates.get(provider) if provider else None
+        if pslots is not None:
+            await pslots.acquire()
+        try:
+            while True:
+                if run_slots is not None:
+                    await run_slots.acquire()
+                try:
+                    if self._global is not None:
+                        await self._global.acquire()
+                except BaseException:
+                    if run_slots is not None:
+                        run_slots.release()
+                    raise
+                if rate is None:
+                    break
+                now = self.clock.now()
+                wait = rate.wait_time(now)
+                if wait <= 0:
+                    rate.record_request(now)
+                    break
+                if self._global is not None:
+                    self._global.release()
+                if run_slots is not None:
+                    run_slots.release()
+                await self.clock.sleep(wait)
+        except BaseException:
+            if pslots is not None:
+                pslots.release()
+            raise
+        return Permit(provider, run_slots, self._global is not None, pslots is not None)
+
+    def release(self, permit: Permit, tokens: int = 0) -> None:
+        """Give back a permit; ``tokens`` spent are charged to the provider's window."""
+        if permit.global_slot and self._global is not None:
+            self._global.release()
+        if permit.run_slots is not None:
+            permit.run_slots.release()
+        if permit.provider is not None:
+            if permit.provider_slot:
+                self._provider_slots[permit.provider].release()
+            rate = self._rates.get(permit.provider)
+            if rate is not None and tokens:
+                rate.record_tokens(self.clock.now(), tokens)

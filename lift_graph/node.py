@@ -1,0 +1,248 @@
+"""Nodes: the unit of work, its run context, its result and its retry policy.
+
+A node is a class (usually a dataclass) with an ``async run(ctx)`` method. What
+``run`` returns routes the path: another node runs next, ``End(value)`` ends the
+path, and a ``Fork`` / ``Pipeline`` (or a plain list of nodes) starts a parallel
+block. Class attributes tell the engine what the node touches and how to run it::
+
+    @dataclass
+    class Summarize(BaseNode[State]):
+        doc_id: str
+        provider: ClassVar[str | None] = "openai"
+        reads: ClassVar[frozenset[str]] = frozenset({"docs"})
+        writes: ClassVar[frozenset[str]] = frozenset({"summaries"})
+        retry: ClassVar[Retry | None] = Retry(attempts=3)
+        timeout: ClassVar[float | None] = 30.0
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+from .errors import ConfigurationError, InvalidNodeError, MissingInputError
+
+if TYPE_CHECKING:
+    from .blocks import JoinResult
+
+__all__ = [
+    "BaseNode",
+    "End",
+    "Node",
+    "NodeResult",
+    "Retry",
+    "RunContext",
+    "is_node",
+]
+
+StateT = TypeVar("StateT")
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Per-node retry policy: exponential backoff with jitter.
+
+    Attempt ``n`` (1-based) that fails with an exception in ``retry_on`` is retried
+    after ``min(max_backoff, backoff * multiplier ** (n - 1))`` seconds, scaled by a
+    random factor in ``[1 - jitter, 1]``. The node holds no concurrency slot while
+    backing off. ``asyncio.CancelledError`` is never retried.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    multiplier: float = 2.0
+    max_backoff: float = 30.0
+    jitter: float = 0.5
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigurationError(f"Retry.attempts must be >= 1, got {self.attempts}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ConfigurationError("Retry.backoff and Retry.max_backoff must be >= 0")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigurationError(f"Retry.jitter must be within [0, 1], got {self.jitter}")
+        if self.multiplier < 1.0:
+            raise ConfigurationError(f"Retry.multiplier must be >= 1, got {self.multiplier}")
+
+    def delay(self, attempt: int, random_unit: float) -> float:
+        """Backoff before the attempt after ``attempt``; ``random_unit`` is in [0, 1)."""
+        base = min(self.max_backoff, self.backoff * self.multiplier ** (attempt - 1))
+        return base * (1.0 - self.jitter * random_unit)
+
+    def should_retry(self, exc: BaseException, attempt: int) -> bool:
+        return attempt < self.attempts and isinstance(exc, self.retry_on)
+
+
+@dataclass(slots=True)
+class End(Generic[T_co]):
+    """Ends a path; ``value`` becomes the path's (and, at the top, the run's) output."""
+
+    value: T_co = None  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class RunContext(Generic[StateT]):
+    """What a node sees while it runs.
+
+    ``state`` is the node's isolated view of the state; ``join`` is the
+    ``JoinResult`` of the fork that led to this node (None elsewhere);
+    ``deps`` are the run's dependencies (passed to ``Graph.run``), shared, not copied.
+    """
+
+    state: StateT
+    execution_id: str
+    user_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    deps: Any = None
+    join: JoinResult[Any] | None = None
+    node_key: str = ""
+    attempt: int = 1
+    tokens_used: int = 0
+
+    def record_tokens(self, tokens: int) -> None:
+        """Report tokens a node spent, charged against the provider's tokens/min limit."""
+        self.tokens_used += max(0, int(tokens))
+
+
+@runtime_checkable
+class Node(Protocol[StateT]):
+    """The structural protocol of a node: anything with ``async run(ctx)``."""
+
+    async def run(self, ctx: RunContext[StateT]) -> Any: ...
+
+
+class BaseNode(Generic[StateT]):
+    """Base class of nodes, with the defaults of every optional attribute.
+
+    Subclasses override ``run``. The defaults of ``extract_inputs`` / ``update_state``
+    move the fields named in ``reads`` / ``writes`` between the state and a dict, which
+    is what signature-driven nodes (see ``DSPyNode``) build on.
+    """
+
+    signature: ClassVar[Any] = None
+    provider: ClassVar[str | None] = None
+    reads: ClassVar[frozenset[str] | None] = None
+    writes: ClassVar[frozenset[str] | None] = None
+    retry: ClassVar[Retry | None] = None
+    timeout: ClassVar[float | None] = None
+    #: Set to False for nodes whose output is not a function of their input.
+    deterministic: ClassVar[bool] = True
+
+    @classmethod
+    def node_name(cls) -> str:
+        return cls.__name__
+
+    def extract_inputs(self, state: StateT) -> dict[str, Any]:
+        """The node's inputs, read from ``state`` (default: every field in ``reads``).
+
+        :raises MissingInputError: a declared input is not a field of the state.
+        """
+        names = sorted(self.reads or ())
+        inputs: dict[str, Any] = {}
+        for name in names:
+            if isinstance(state, Mapping):
+                if name not in state:
+                    raise _missing(self, name, state)
+                inputs[name] = state[name]
+            elif hasattr(state, name):
+                inputs[name] = getattr(state, name)
+            else:
+                raise _missing(self, name, state)
+        return inputs
+
+    def update_state(self, state: StateT, result: Any) -> None:
+        """Write ``result`` (a mapping or an object with attributes) into ``state``.
+
+        Writes every field in ``writes`` that ``result`` provides.
+        """
+        for name in sorted(self.writes or ()):
+            if isinstance(result, Mapping):
+                if name not in result:
+                    continue
+                value = result[name]
+            elif hasattr(result, name):
+                value = getattr(result, name)
+            else:
+                continue
+            if isinstance(state, dict):
+                state[name] = value
+            else:
+                setattr(state, name, value)
+
+    async def run(self, ctx: RunContext[StateT]) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__}.run is not implemented: override "
+            "`async def run(self, ctx)` and return the next node, End(value), a Fork "
+            "or a Pipeline"
+        )
+
+
+def _missing(node: object, name: str, state: object) -> MissingInputError:
+    return MissingInputError(
+        f"node {type(node).__name__} needs input {name!r}, which the state "
+        f"{type(state).__name__} does not have: add the field to the state model or "
+        "remove it from the node's reads / signature",
+        node=type(node).__name__,
+        field=name,
+    )
+
+
+def is_node(obj: object) -> bool:
+    """True for node instances: a ``BaseNode`` or any object with ``async run(ctx)``."""
+    if isinstance(obj, BaseNode):
+        return True
+    if isinstance(obj, type):
+        return False
+    run = getattr(obj, "run", None)
+    return run is not None and inspect.iscoroutinefunction(run)
+
+
+def check_node(obj: object, where: str) -> None:
+    """:raises InvalidNodeError: ``obj`` is not a node instance."""
+    if not is_node(obj):
+        hint = (
+            " (a class was given: instantiate it, e.g. `Node()`)"
+            if isinstance(obj, type)
+            else ""
+        )
+        raise InvalidNodeError(
+            f"{where}: {obj!r} of type {type(obj).__name__} is not a node; a node is a "
+            f"BaseNode instance or has `async def run(self, ctx)`{hint}"
+        )
+
+
+@dataclass(slots=True)
+class NodeResult(Generic[StateT]):
+    """The outcome of running one node in isolation.
+
+    ``next_node`` is what ``run`` returned (a node, ``End``, a block) when it
+    succeeded; ``error`` is the exception when it failed (never raised per node).
+    ``context`` is the node's isolated context after it ran.
+    """
+
+    node: Any
+    next_node: Any
+    context: RunContext[StateT]
+    execution_time_ms: float
+    error: BaseException | None = None
+    key: str = ""
+    attempts: int = 1
+    # The context the node was isolated from; merges diff against its state.
+    base_context: RunContext[StateT] | None = field(default=None, repr=False)
+    # The isolated branch (state + ownership) the node ran on.
+    branch: Any = field(default=None, repr=False)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+    @property
+    def value(self) -> Any:
+        """The ``End`` value the node returned, else None."""
+        return self.next_node.value if isinstance(self.next_node, End) else None

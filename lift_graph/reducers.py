@@ -1,0 +1,134 @@
+"""Reducers: how concurrent writes to one state field combine.
+
+Declare one on the state model with ``Annotated``::
+
+    class State(BaseModel):
+        notes: Annotated[list[str], append] = []
+        scores: Annotated[dict[str, float], merge_dict] = {}
+        best: Annotated[float, max_value] = 0.0
+        calls: Annotated[int, operator.add] = 0     # any (current, update) callable
+
+A reducer combines changes one at a time, in branch index order (or, in a pipeline,
+in list order), starting from the common base: ``combine(current, before, after)``
+folds the change ``before -> after`` of one branch into ``current``. A plain
+callable ``f(current, update)`` is folded with ``update`` being the change's delta:
+the appended items of a list that only grew, the added or changed entries of a dict
+that lost no key, ``after - before`` for numbers, and ``after`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "Reducer",
+    "add",
+    "append",
+    "delta",
+    "extend",
+    "last_value",
+    "max_value",
+    "merge_dict",
+    "min_value",
+    "union",
+]
+
+
+def delta(before: Any, after: Any) -> Any:
+    """What one change added: see the module docstring."""
+    if isinstance(before, list) and isinstance(after, list):
+        n = len(before)
+        if len(after) >= n and after[:n] == before:
+            return after[n:]
+        return after
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        if all(k in after for k in before):
+            return {k: v for k, v in after.items() if k not in before or before[k] != v}
+        return after
+    if (
+        isinstance(before, (int, float))
+        and isinstance(after, (int, float))
+        and not isinstance(before, bool)
+        and not isinstance(after, bool)
+    ):
+        return after - before
+    return after
+
+
+class Reducer:
+    """A named reducer; subclass and override ``combine``, or wrap a callable."""
+
+    def __init__(self, name: str, fn: Callable[[Any, Any], Any] | None = None) -> None:
+        self.name = name
+        self._fn = fn
+
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        """Fold the change ``before -> after`` of one writer into ``current``."""
+        if self._fn is None:
+            raise NotImplementedError(f"reducer {self.name} does not implement combine")
+        return self._fn(current, delta(before, after))
+
+    def __repr__(self) -> str:
+        return f"<reducer {self.name}>"
+
+
+class _Append(Reducer):
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        added = delta(before, after)
+        return [*(current or []), *added]
+
+
+class _MergeDict(Reducer):
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        return {**(current or {}), **delta(before, after)}
+
+
+class _Extreme(Reducer):
+    def __init__(self, name: str, pick: Callable[[Any, Any], Any]) -> None:
+        super().__init__(name)
+        self._pick = pick
+
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        if current is None:
+            return after
+        return self._pick(current, after)
+
+
+class _Add(Reducer):
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        return current + delta(before, after)
+
+
+class _Union(Reducer):
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        return type(after)(set(current or ()) | set(after))
+
+
+class _Last(Reducer):
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        return after
+
+
+append: Reducer = _Append("append")
+"""Concatenate every writer's appended items, in branch / list order."""
+extend: Reducer = append
+merge_dict: Reducer = _MergeDict("merge_dict")
+"""Union of changed entries; on a shared key the later branch wins."""
+max_value: Reducer = _Extreme("max_value", max)
+min_value: Reducer = _Extreme("min_value", min)
+add: Reducer = _Add("add")
+"""Sum of every writer's increment: counters that branches bump concurrently."""
+union: Reducer = _Union("union")
+last_value: Reducer = _Last("last_value")
+"""The highest-index writer wins (deterministic, never a conflict)."""
+
+
+def as_reducer(obj: Any) -> Reducer | None:
+    """The reducer that ``Annotated`` metadata ``obj`` declares, or None."""
+    if isinstance(obj, Reducer):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        name = getattr(obj, "__name__", repr(obj))
+        return Reducer(name, obj)
+    return None

@@ -1,0 +1,409 @@
+"""Tests for lift_graph.helpers: run_parallel, gather_limited and par_all."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import lift_graph.helpers as helpers
+from lift_graph.errors import ConfigurationError, ParallelError, TaskError
+from lift_graph.helpers import gather_limited, par_all, run_parallel
+
+# --------------------------------------------------------------------------- run_parallel
+
+
+def _sleeper(i: int, seconds: float, done: list[int]) -> Callable[[], int]:
+    def task() -> int:
+        time.sleep(seconds)
+        done.append(i)
+        return i
+
+    return task
+
+
+def test_runtime_skew_does_not_change_merge_order() -> None:
+    n = 6
+    done: list[int] = []
+    seen: list[list[int]] = []
+    # task i sleeps (n - i) * 10 ms: later tasks finish first
+    tasks = [_sleeper(i, (n - i) * 0.010, done) for i in range(n)]
+
+    def merge(results: list[int]) -> list[int]:
+        seen.append(results)
+        return results
+
+    assert run_parallel(tasks, max_workers=n, merge_fn=merge) == list(range(n))
+    assert seen == [list(range(n))]
+    assert sorted(done) == list(range(n))
+    assert done != list(range(n))  # completion order really was skewed
+    assert done[0] == n - 1
+
+
+def test_order_key_orders_merge_input() -> None:
+    tasks = [functools.partial(lambda i: i, i) for i in range(5)]
+    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda i: -i)
+    assert out == [4, 3, 2, 1, 0]
+    # duplicate keys: ties broken by submit index
+    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda i: i % 2)
+    assert out == [0, 2, 4, 1, 3]
+
+
+def test_max_workers_1_and_8_give_identical_aggregates() -> None:
+    rng = random.Random(1234)
+    delays = [rng.uniform(0, 0.004) for _ in range(16)]
+
+    def make(i: int) -> Callable[[], tuple[int, int]]:
+        def task() -> tuple[int, int]:
+            time.sleep(delays[i])
+            return i, i * i
+
+        return task
+
+    tasks = [make(i) for i in range(16)]
+    for key in (None, lambda i: -i, lambda i: i % 3):
+        one = run_parallel(tasks, max_workers=1, merge_fn=list, order_key=key)
+        eight = run_parallel(tasks, max_workers=8, merge_fn=list, order_key=key)
+        assert one == eight
+        assert len(one) == 16
+
+
+def _failing_tasks(
+    n: int, failing: dict[int, type[Exception]], raised: dict[int, Exception], rng: random.Random
+) -> list[Callable[[], int]]:
+    def make(i: int) -> Callable[[], int]:
+        delay = rng.uniform(0, 0.003)
+
+        def task() -> int:
+            time.sleep(delay)
+            if i in failing:
+                exc = failing[i](f"bad {i}")
+                raised[i] = exc
+                raise exc
+            return i
+
+        return task
+
+    return [make(i) for i in range(n)]
+
+
+def test_multiple_failures_are_sorted_and_deterministic() -> None:
+    n = 10
+    failing = {1: ValueError, 4: RuntimeError, 7: ValueError, 8: ZeroDivisionError}
+    rng = random.Random(42)
+    first: list[TaskError] | None = None
+    merge_calls = 0
+
+    def merge(results: list[int]) -> int:
+        nonlocal merge_calls
+        merge_calls += 1
+        return sum(results)
+
+    for _ in range(20):
+        raised: dict[int, Exception] = {}
+        tasks = _failing_tasks(n, failing, raised, rng)
+        with pytest.raises(ParallelError) as info:
+            run_parallel(tasks, max_workers=4, merge_fn=merge, order_key=lambda i: -i)
+        errors = info.value.errors
+        if first is None:
+            first = errors
+        assert errors == first
+        # sorted by order key (-i): highest index first
+        assert errors == [
+            TaskError(key=-i, exc_type=failing[i].__name__, message=f"bad {i}")
+            for i in (8, 7, 4, 1)
+        ]
+        assert info.value.__cause__ is raised[8]
+        assert set(raised) == set(failing)  # every task ran to completion
+    assert merge_calls == 0
+
+
+def test_failures_with_duplicate_keys_tie_break_by_submit_index() -> None:
+    n = 6
+    failing: dict[int, type[Exception]] = {i: ValueError for i in range(n)}
+    for _ in range(5):
+        raised: dict[int, Exception] = {}
+        tasks = _failing_tasks(n, failing, raised, random.Random())
+        with pytest.raises(ParallelError) as info:
+            run_parallel(tasks, max_workers=6, merge_fn=list, order_key=lambda i: i % 2)
+        assert [(e.key, e.message) for e in info.value.errors] == [
+            (0, "bad 0"),
+            (0, "bad 2"),
+            (0, "bad 4"),
+            (1, "bad 1"),
+            (1, "bad 3"),
+            (1, "bad 5"),
+        ]
+        assert info.value.__cause__ is raised[0]
+
+
+@pytest.mark.parametrize("max_workers", [1, 0, -5])
+def test_sequential_path_collects_every_failure(max_workers: int) -> None:
+    raised: dict[int, Exception] = {}
+    merged: list[list[int]] = []
+    tasks = _failing_tasks(5, {0: ValueError, 3: KeyError}, raised, random.Random(0))
+    with pytest.raises(ParallelError) as info:
+        run_parallel(tasks, max_workers=max_workers, merge_fn=merged.append)
+    assert [(e.key, e.exc_type) for e in info.value.errors] == [(0, "ValueError"), (3, "KeyError")]
+    assert set(raised) == {0, 3}
+    assert info.value.__cause__ is raised[0]
+    assert merged == []
+
+
+@pytest.mark.parametrize("max_workers", [0, -1, -100, 1])
+def test_non_positive_max_workers_is_sequential_in_calling_thread(
+    max_workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pool(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a thread pool must not be created")
+
+    monkeypatch.setattr(helpers, "ThreadPoolExecutor", no_pool)
+    calls: list[tuple[int, int]] = []
+
+    def make(i: int) -> Callable[[], int]:
+        def task() -> int:
+            calls.append((i, threading.get_ident()))
+            return i
+
+        return task
+
+    out = run_parallel([make(i) for i in range(6)], max_workers=max_workers, merge_fn=list)
+    assert out == list(range(6))
+    assert [i for i, _ in calls] == list(range(6))  # submit order
+    assert {ident for _, ident in calls} == {threading.get_ident()}
+
+
+@pytest.mark.parametrize(("max_workers", "n_tasks", "expected"), [(3, 9, 3), (8, 2, 2)])
+def test_pool_uses_min_of_max_workers_and_task_count(
+    max_workers: int, n_tasks: int, expected: int
+) -> None:
+    idents: list[int] = []
+    lock = threading.Lock()
+
+    def task() -> None:
+        time.sleep(0.05)  # long enough that every worker thread gets started
+        with lock:
+            idents.append(threading.get_ident())
+
+    run_parallel([task] * n_tasks, max_workers=max_workers, merge_fn=list)
+    assert len(idents) == n_tasks
+    assert len(set(idents)) == expected
+    assert threading.get_ident() not in idents
+
+
+@pytest.mark.parametrize("max_workers", [-1, 0, 1, 4])
+def test_empty_input_calls_merge_once(max_workers: int) -> None:
+    calls: list[list[object]] = []
+
+    def merge(results: list[object]) -> str:
+        calls.append(results)
+        return "merged"
+
+    assert run_parallel([], max_workers=max_workers, merge_fn=merge) == "merged"
+    assert calls == [[]]
+
+
+@pytest.mark.parametrize("max_workers", [0, 4])
+def test_thunk_needing_arguments_raises_type_error_before_running(max_workers: int) -> None:
+    ran: list[int] = []
+
+    def ok() -> int:
+        ran.append(0)
+        return 0
+
+    def needs_arg(x: int) -> int:
+        ran.append(x)
+        return x
+
+    def needs_kwarg(*, x: int) -> int:
+        ran.append(x)
+        return x
+
+    for bad in (needs_arg, needs_kwarg, lambda y: y):
+        with pytest.raises(TypeError, match="task 1") as info:
+            run_parallel([ok, bad, ok], max_workers=max_workers, merge_fn=list)
+        assert not isinstance(info.value, ParallelError)
+    with pytest.raises(TypeError, match="task 2 is not callable"):
+        run_parallel([ok, ok, 42], max_workers=max_workers, merge_fn=list)  # type: ignore[list-item]
+    assert ran == []
+    # defaults and bound partials are fine
+    out = run_parallel(
+        [functools.partial(needs_arg, 5), lambda z=3: z], max_workers=max_workers, merge_fn=list
+    )
+    assert out == [5, 3]
+
+
+def test_incomparable_order_keys_fail_before_running() -> None:
+    ran: list[int] = []
+    tasks = [functools.partial(ran.append, i) for i in range(3)]
+    keys: list[object] = [1, "a", None]
+    with pytest.raises(TypeError):
+        run_parallel(tasks, max_workers=2, merge_fn=list, order_key=lambda i: keys[i])
+    assert ran == []
+
+
+@pytest.mark.parametrize("max_workers", [0, 3])
+def test_keyboard_interrupt_is_not_swallowed(max_workers: int) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    merged: list[list[None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_parallel([interrupt, lambda: None], max_workers=max_workers, merge_fn=merged.append)
+    assert merged == []
+
+
+# --------------------------------------------------------------------------- gather_limited
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [None, 1, 3, 100])
+async def test_gather_limited_returns_input_order_under_skew(limit: int | None) -> None:
+    n = 6
+    done: list[int] = []
+
+    def make(i: int) -> Callable[[], Any]:
+        async def work() -> int:
+            await asyncio.sleep((n - i) * 0.005)
+            done.append(i)
+            return i * 10
+
+        return work
+
+    assert await gather_limited([make(i) for i in range(n)], limit=limit) == [
+        i * 10 for i in range(n)
+    ]
+    if limit is None or limit >= n:
+        assert done == list(reversed(range(n)))  # completion order was reversed
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [1, 3, 5])
+async def test_gather_limited_peak_in_flight_reaches_but_never_exceeds_limit(limit: int) -> None:
+    in_flight = 0
+    peak = 0
+
+    async def work(i: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.005)
+            return i
+        finally:
+            in_flight -= 1
+
+    factories = [functools.partial(work, i) for i in range(12)]
+    assert await gather_limited(factories, limit=limit) == list(range(12))
+    assert peak == limit
+    assert in_flight == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [None, 2])
+async def test_gather_limited_failure_cancels_the_rest(limit: int | None) -> None:
+    started: list[int] = []
+    cancelled: list[int] = []
+    finished: list[int] = []
+
+    async def work(i: int) -> int:
+        started.append(i)
+        try:
+            if i == 1:
+                await asyncio.sleep(0.01)
+                raise ValueError("boom")
+            await asyncio.sleep(10)
+            finished.append(i)
+            return i
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+
+    before = asyncio.all_tasks()
+    t0 = time.monotonic()
+    with pytest.raises(ExceptionGroup) as info:
+        await gather_limited([functools.partial(work, i) for i in range(6)], limit=limit)
+    assert time.monotonic() - t0 < 1.0
+    assert info.value.subgroup(ValueError) is not None
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert asyncio.all_tasks() == before  # nothing left running
+    assert finished == []
+    assert sorted(cancelled) == sorted(i for i in started if i != 1)
+    if limit is None:
+        assert sorted(started) == list(range(6))
+    else:
+        assert sorted(started) == [0, 1]  # factories without a slot were never called
+
+
+@pytest.mark.asyncio
+async def test_gather_limited_closes_unstarted_coroutines_on_failure() -> None:
+    async def fail() -> int:
+        raise ValueError("boom")
+
+    async def slow() -> int:
+        await asyncio.sleep(10)
+        return 0
+
+    coros = [fail(), slow(), slow()]
+    with pytest.raises(ExceptionGroup):
+        await gather_limited(coros, limit=1)
+    assert all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in coros)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_gather_limited_rejects_limit_below_one(limit: int) -> None:
+    called: list[int] = []
+
+    async def work() -> int:
+        called.append(1)
+        return 1
+
+    with pytest.raises(ConfigurationError):
+        await gather_limited([work], limit=limit)
+    coro = work()
+    with pytest.raises(ConfigurationError):
+        await gather_limited([coro], limit=limit)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    assert called == []
+
+
+@pytest.mark.asyncio
+async def test_gather_limited_propagates_cancellation() -> None:
+    cancelled: list[int] = []
+
+    async def work(i: int) -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    before = asyncio.all_tasks()
+    outer = asyncio.create_task(gather_limited([functools.partial(work, i) for i in range(4)]))
+    await asyncio.sleep(0.01)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert sorted(cancelled) == [0, 1, 2, 3]
+    assert asyncio.all_tasks() == before
+
+
+@pytest.mark.asyncio
+async def test_par_all_accepts_awaitables_and_factories_in_order() -> None:
+    async def value(v: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return v
+
+    out = await par_all(value(1, 0.01), functools.partial(value, 2, 0.0), value(3, 0.005))
+    assert out == [1, 2, 3]
+    assert await par_all() == []
+    assert await gather_limited([], limit=2) == []
