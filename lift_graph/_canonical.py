@@ -32,7 +32,9 @@ def to_canonical(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_canonical({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, Mapping):
-        return {str(k): to_canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {
+            str(k): to_canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+        }
     if isinstance(value, (set, frozenset)):
         items = [to_canonical(v) for v in value]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))

@@ -58,9 +58,7 @@ def _list_appends(before: Any, afters: Sequence[Any]) -> list[Any] | None:
     return out
 
 
-def _dict_union(
-    name: str, before: Any, afters: Sequence[tuple[Any, Any]]
-) -> dict[Any, Any] | None:
+def _dict_union(name: str, before: Any, afters: Sequence[tuple[Any, Any]]) -> dict[Any, Any] | None:
     if not isinstance(before, dict):
         return None
     merged = dict(before)

@@ -61,9 +61,8 @@ def node_edges(cls: type) -> NodeEdges:
             forks = True
         elif origin is Pipeline:
             pipelines = True
-        elif isinstance(origin, type) and issubclass(origin, BaseNode):
-            if origin not in targets:
-                targets.append(origin)
+        elif isinstance(origin, type) and issubclass(origin, BaseNode) and origin not in targets:
+            targets.append(origin)
     return NodeEdges(tuple(targets), ends, forks, pipelines, True)
 
 
@@ -99,9 +98,7 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
     for obj in nodes:
         if not (isinstance(obj, type) and issubclass(obj, BaseNode)):
             hint = " (pass the class, not an instance)" if isinstance(obj, BaseNode) else ""
-            raise InvalidNodeError(
-                f"Graph(nodes=...) takes BaseNode subclasses; got {obj!r}{hint}"
-            )
+            raise InvalidNodeError(f"Graph(nodes=...) takes BaseNode subclasses; got {obj!r}{hint}")
         name = obj.__name__
         if name in by_name and by_name[name] is not obj:
             raise InvalidNodeError(
@@ -119,7 +116,9 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
                     node=target.__name__,
                 )
         state_type = state_type_of(cls)
-        fields = _state_fields(state_type) if state_type is not None else None
+        if state_type is None:
+            continue
+        fields = _state_fields(state_type)
         if fields is None:
             continue
         for attr in ("reads", "writes"):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
+from ._joins import JoinTracker, Verdict
 from ._merge import BranchOutcome, apply_sequential, merge_outcomes
 from ._plan import plan_pipeline
 from ._runner import NodeRecord, RunSettings, run_node
@@ -25,11 +26,13 @@ from ._state import Branch, reducers_of
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
 from .errors import InvalidReturnError, JoinError, MergeError, UnknownNodeError
 from .node import End, is_node
-from ._joins import JoinTracker, Verdict
 
 __all__ = ["Scheduler"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
+
+#: Branches a fork creates before yielding once to the event loop.
+_LAUNCH_BATCH = 256
 
 
 async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
@@ -129,7 +132,12 @@ class Scheduler:
             key = f"{prefix}{step}.{type(node).__name__}"
             try:
                 out, _, record = await run_node(
-                    node, branch, key, settings, join=join, provenance=provenance,
+                    node,
+                    branch,
+                    key,
+                    settings,
+                    join=join,
+                    provenance=provenance,
                     records=records,
                 )
             except Exception:
@@ -171,14 +179,19 @@ class Scheduler:
         errors: dict[int, BaseException] = {}
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[Any] = loop.create_future()
-        children: list[Branch] = []
-        tasks: list[asyncio.Task[Any]] = []
+        # Only what the merge needs outlives a branch: its changes (and, for a
+        # MAJORITY vote on fields, its state). Finished tasks are dropped at once.
+        changes: list[Any] = [None] * n
+        states: list[Any] = [None] * n
+        keep_state = fork.vote_on is not None
+        tasks: set[asyncio.Task[Any]] = set()
         provs: list[list[dict[str, Any]]] = []
         timed_out = False
         if self.emit is not None:
             self.emit("fork_started", {"key": key, "branches": n, "join": fork.join.name})
 
-        def on_done(i: int, task: asyncio.Task[Any]) -> None:
+        def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
+            tasks.discard(task)
             if statuses[i] is not None:  # already marked timed out
                 if not task.cancelled():
                     task.exception()  # retrieve, so asyncio does not log it
@@ -190,6 +203,9 @@ class Scheduler:
             if exc is None:
                 statuses[i] = BranchStatus.SUCCEEDED
                 values[i] = task.result()
+                changes[i] = child.changes()
+                if keep_state:
+                    states[i] = child.state
                 decision = tracker.record(True)
             else:
                 statuses[i] = BranchStatus.FAILED
@@ -204,14 +220,22 @@ class Scheduler:
                 base = branch.state
                 for i, (bkey, node) in enumerate(zip(keys, fork.branches, strict=True)):
                     child = Branch.fork(base)
-                    children.append(child)
                     prov: list[dict[str, Any]] = []
                     provs.append(prov)
                     task = loop.create_task(
                         self.run_path(node, child, f"{key}/{bkey}/", None, prov)
                     )
-                    task.add_done_callback(partial(on_done, i))
-                    tasks.append(task)
+                    task.add_done_callback(partial(on_done, i, child))
+                    tasks.add(task)
+                    if (i + 1) % _LAUNCH_BATCH == 0 and i + 1 < n:
+                        # Let launched branches take their first step before creating
+                        # more: quick branches finish and free their objects, so a huge
+                        # fork never holds every branch alive at once (which would make
+                        # the cyclic GC's full passes, and memory, grow with n). The
+                        # start order stays branch order.
+                        await asyncio.sleep(0)
+                        if decided.done():
+                            break  # the join already decided: never start the rest
                 if fork.timeout is None:
                     decision = await decided
                 else:
@@ -223,8 +247,8 @@ class Scheduler:
                         if not deadline.expired():
                             raise
                         timed_out = True
-                        for i, t in enumerate(tasks):
-                            if not t.done():
+                        for i in range(len(provs)):
+                            if statuses[i] is None:
                                 statuses[i] = BranchStatus.FAILED
                                 errors[i] = TimeoutError(
                                     f"branch {keys[i]!r} of the fork after {key} did not "
@@ -266,8 +290,8 @@ class Scheduler:
                     index=i,
                     succeeded=final_status[i] is BranchStatus.SUCCEEDED,
                     value=values[i],
-                    state=children[i].state if i < len(children) else None,
-                    changes=children[i].changes() if i in ok else {},
+                    state=states[i],
+                    changes=changes[i] or {},
                     has_value=True,
                 )
                 for i in range(n)
@@ -325,7 +349,9 @@ class Scheduler:
         out, _, record = await run_node(
             node, child, key, self.settings, provenance=prov, records=self.records
         )
-        prov.append({"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms})
+        prov.append(
+            {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
+        )
         if self.emit is not None:
             self.emit("node_finished", {"record": record})
         if out is None:

@@ -72,8 +72,7 @@ def copy_value(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-@lru_cache(maxsize=512)
-def _fields_of_type(cls: type) -> tuple[str, ...]:
+def _fields_of_type(cls: Any) -> tuple[str, ...]:
     if issubclass(cls, BaseModel):
         return tuple(cls.model_fields)
     if dataclasses.is_dataclass(cls):
@@ -84,14 +83,21 @@ def _fields_of_type(cls: type) -> tuple[str, ...]:
     )
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def field_names(state: Any) -> tuple[str, ...]:
-    if isinstance(state, dict):
-        return tuple(state)
-    return _fields_of_type(type(state))
+    cls = type(state)
+    names = _FIELDS.get(cls)
+    if names is None:
+        if cls is dict:
+            return tuple(state)
+        names = _FIELDS[cls] = _fields_of_type(cls)
+    return names
 
 
 @lru_cache(maxsize=512)
-def _reducers_of_type(cls: type) -> dict[str, Reducer]:
+def _reducers_of_type(cls: Any) -> dict[str, Reducer]:
     out: dict[str, Reducer] = {}
     if issubclass(cls, BaseModel):
         for name, info in cls.model_fields.items():
@@ -155,8 +161,8 @@ def fingerprint(value: Any) -> bytes:
 
 def _snapshot(state: Any, names: Iterable[str]) -> dict[str, Any]:
     if isinstance(state, BaseModel):
-        d = state.__dict__
-        return {n: d[n] for n in names}
+        # A pydantic model's __dict__ holds exactly its fields: one C-level copy.
+        return dict(state.__dict__)
     return {n: get_field(state, n) for n in names}
 
 
@@ -200,9 +206,9 @@ class Branch:
         base, state = self.base, self.state
         for name in field_names(state):
             after = get_field(state, name)
-            before = get_field(base, name) if not (
-                isinstance(base, dict) and name not in base
-            ) else None
+            before = (
+                get_field(base, name) if not (isinstance(base, dict) and name not in base) else None
+            )
             if after is before:
                 continue
             if name not in self.owned or after != before:
@@ -230,7 +236,8 @@ class NodeGuard:
         """:raises StateValidationError: a reassigned field fails validation.
         :raises UndeclaredMutationError: strict mode saw an undeclared write."""
         state = self._branch.state
-        after = _snapshot(state, self._before)
+        # Read-only use: a model's live __dict__ is as good as a copy here.
+        after = state.__dict__ if isinstance(state, BaseModel) else _snapshot(state, self._before)
         if self._fingerprints is not None:
             for name, fp in self._fingerprints.items():
                 if after[name] is not self._before[name] or fingerprint(after[name]) != fp:

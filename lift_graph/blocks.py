@@ -208,9 +208,7 @@ class Pipeline(Generic[StateT]):
 
     def __init__(self, nodes: Sequence[Any], then: Any = None) -> None:
         if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
-            raise ConfigurationError(
-                f"Pipeline takes a list of nodes, got {type(nodes).__name__}"
-            )
+            raise ConfigurationError(f"Pipeline takes a list of nodes, got {type(nodes).__name__}")
         self.nodes = list(nodes)
         for i, node in enumerate(self.nodes):
             check_node(node, f"Pipeline member {i}")
@@ -274,8 +272,8 @@ class JoinResult(Generic[T]):
 
     def successes(self) -> list[T]:
         """Values of the branches that succeeded, in branch order."""
-        return [
-            r
-            for r, s in zip(self.results, self.statuses, strict=True)
-            if s is BranchStatus.SUCCEEDED
-        ]  # type: ignore[misc]
+        out: list[T] = []
+        for r, s in zip(self.results, self.statuses, strict=True):
+            if s is BranchStatus.SUCCEEDED:
+                out.append(r)  # type: ignore[arg-type]  # None only where not SUCCEEDED
+        return out

@@ -44,9 +44,7 @@ class ParallelExecutor(Generic[StateT]):
         strict: bool = False,
     ) -> None:
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise ConfigurationError(
-                f"max_concurrent must be an int >= 1, got {max_concurrent!r}"
-            )
+            raise ConfigurationError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
         if max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.max_concurrent = max_concurrent
@@ -97,7 +95,7 @@ class ParallelExecutor(Generic[StateT]):
             )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # captured per node, by contract
+        except Exception as exc:  # noqa: BLE001 - captured per node, by contract
             elapsed = (time.perf_counter() - started) * 1000.0
             failed_ctx: RunContext[StateT] = RunContext(
                 state=branch.state,

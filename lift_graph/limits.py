@@ -265,9 +265,7 @@ class Limits:
         self._provider_slots = {
             n: _Slots(p.concurrency) for n, p in self.providers.items() if p.concurrency
         }
-        self._rates = {
-            n: _Rate(p) for n, p in self.providers.items() if p.rpm is not None or p.tpm
-        }
+        self._rates = {n: _Rate(p) for n, p in self.providers.items() if p.rpm is not None or p.tpm}
 
     def __repr__(self) -> str:
         return f"Limits(max_concurrency={self.max_concurrency}, providers={self.providers})"

@@ -207,9 +207,7 @@ def check_node(obj: object, where: str) -> None:
     """:raises InvalidNodeError: ``obj`` is not a node instance."""
     if not is_node(obj):
         hint = (
-            " (a class was given: instantiate it, e.g. `Node()`)"
-            if isinstance(obj, type)
-            else ""
+            " (a class was given: instantiate it, e.g. `Node()`)" if isinstance(obj, type) else ""
         )
         raise InvalidNodeError(
             f"{where}: {obj!r} of type {type(obj).__name__} is not a node; a node is a "

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install lift_graph with every extra the tests, demo and benchmarks use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev,dspy,pydantic-ai,bench]"
