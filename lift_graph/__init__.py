@@ -10,6 +10,10 @@ from .blocks import JoinResult as JoinResult
 from .blocks import JoinStrategy as JoinStrategy
 from .blocks import MergeStrategy as MergeStrategy
 from .blocks import Pipeline as Pipeline
+from .determinism import DeterminismError as DeterminismError
+from .determinism import DeterminismReport as DeterminismReport
+from .determinism import check_determinism as check_determinism
+from .determinism import check_determinism_sync as check_determinism_sync
 from .dspy_node import DSPyNode as DSPyNode
 from .errors import ConfigurationError as ConfigurationError
 from .errors import GraphDefinitionError as GraphDefinitionError
@@ -30,6 +34,7 @@ from .errors import TaskError as TaskError
 from .errors import UndeclaredMutationError as UndeclaredMutationError
 from .errors import UnknownFieldError as UnknownFieldError
 from .errors import UnknownNodeError as UnknownNodeError
+from .errors import WriteConflictError as WriteConflictError
 from .executor import ParallelExecutor as ParallelExecutor
 from .graph import Graph as Graph
 from .graph import GraphEvent as GraphEvent
@@ -67,6 +72,8 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "DSPyNode",
+    "DeterminismError",
+    "DeterminismReport",
     "End",
     "FailureMode",
     "FakeClock",
@@ -107,10 +114,13 @@ __all__ = [
     "UndeclaredMutationError",
     "UnknownFieldError",
     "UnknownNodeError",
+    "WriteConflictError",
     "add",
     "append",
     "canonical_hash",
     "canonical_json",
+    "check_determinism",
+    "check_determinism_sync",
     "extend",
     "gather_limited",
     "last_value",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -12,10 +13,24 @@ from typing import Any
 from pydantic import BaseModel
 
 from .blocks import Fork, Pipeline
-from .errors import InvalidNodeError, UnknownFieldError, UnknownNodeError
+from .errors import (
+    GraphDefinitionError,
+    InvalidNodeError,
+    PipelineCycleError,
+    UnknownFieldError,
+    UnknownNodeError,
+    WriteConflictError,
+)
 from .node import BaseNode, End
 
-__all__ = ["NodeEdges", "PipelinePlan", "node_edges", "plan_pipeline", "state_type_of"]
+__all__ = [
+    "NodeEdges",
+    "PipelinePlan",
+    "infer_order",
+    "node_edges",
+    "plan_pipeline",
+    "state_type_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +218,104 @@ def plan_pipeline(
     return PipelinePlan(
         tuple(deps), tuple(tuple(d) for d in dependents), tuple(ancestors), priority
     )
+
+
+def infer_order(
+    members: Sequence[tuple[str, frozenset[str] | None, frozenset[str] | None]],
+    reduced: frozenset[str],
+) -> list[int]:
+    """Order ``(name, reads, writes)`` members so producers come before consumers.
+
+    Ties keep list order. Every member must declare ``reads`` and ``writes``.
+
+    :raises GraphDefinitionError: a member declares no reads / writes.
+    :raises PipelineCycleError: the data dependencies form a cycle (names the nodes).
+    :raises WriteConflictError: two writers of a field without a reducer are not
+        ordered by any data dependency, so the result would depend on timing.
+    """
+    for name, reads, writes in members:
+        if reads is None or writes is None:
+            raise GraphDefinitionError(
+                f"node {name} declares no reads / writes: an inferred-order pipeline "
+                "needs both on every member (or use the given list order)"
+            )
+    n = len(members)
+    succ: list[set[int]] = [set() for _ in range(n)]
+    why: dict[tuple[int, int], str] = {}
+    for a, (_, _, writes_a) in enumerate(members):
+        for b, (_, reads_b, _) in enumerate(members):
+            if a != b:
+                shared = sorted((writes_a or frozenset()) & (reads_b or frozenset()))
+                if shared:
+                    succ[a].add(b)
+                    why[(a, b)] = shared[0]
+    indegree = [0] * n
+    for a in range(n):
+        for b in succ[a]:
+            indegree[b] += 1
+    ready = [i for i in range(n) if indegree[i] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        a = heapq.heappop(ready)
+        order.append(a)
+        for b in succ[a]:
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                heapq.heappush(ready, b)
+    if len(order) < n:
+        cycle = _find_cycle(succ, [i for i in range(n) if indegree[i] > 0])
+        steps = [
+            f"{members[a][0]} -({why[(a, b)]})-> {members[b][0]}"
+            for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)
+        ]
+        raise PipelineCycleError(
+            "pipeline dependencies form a cycle: " + ", ".join(steps) + "; break it by "
+            "splitting a node or by giving the pipeline an explicit list order",
+            cycle=[members[i][0] for i in cycle],
+        )
+    reach = [_reachable(succ, i) for i in range(n)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            common = sorted(
+                ((members[a][2] or frozenset()) & (members[b][2] or frozenset())) - reduced
+            )
+            if common and b not in reach[a] and a not in reach[b]:
+                raise WriteConflictError(
+                    f"nodes {members[a][0]} and {members[b][0]} both write state field "
+                    f"{common[0]!r}, which has no reducer, and no data dependency orders "
+                    "them: declare a reducer with Annotated[...] or make one read the other's "
+                    "output",
+                    nodes=[members[a][0], members[b][0]],
+                    field=common[0],
+                )
+    return order
+
+
+def _reachable(succ: list[set[int]], start: int) -> set[int]:
+    seen: set[int] = set()
+    stack = list(succ[start])
+    while stack:
+        x = stack.pop()
+        if x not in seen:
+            seen.add(x)
+            stack.extend(succ[x])
+    return seen
+
+
+def _find_cycle(succ: list[set[int]], stuck: list[int]) -> list[int]:
+    """One cycle among the ``stuck`` nodes (each has a stuck predecessor)."""
+    stuck_set = set(stuck)
+    pred: dict[int, int] = {}
+    for a in stuck:
+        for b in succ[a]:
+            if b in stuck_set:
+                pred.setdefault(b, a)
+    x = stuck[0]
+    seen: list[int] = []
+    while x not in seen:
+        seen.append(x)
+        x = pred[x]
+    cycle = seen[seen.index(x) :]
+    cycle.reverse()
+    return cycle

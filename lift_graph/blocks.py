@@ -200,13 +200,20 @@ class Pipeline(Generic[StateT]):
     everything before it. The result equals running ``nodes`` sequentially in list
     order. ``then=None`` ends the path with ``End(None)``.
 
+    ``order="inferred"`` accepts the nodes in any order and sorts them so that
+    producers come before consumers (ties keep list order), checked when built.
+
     :raises InvalidNodeError: a member or ``then`` is not a node.
+    :raises PipelineCycleError: (inferred order) the data dependencies form a cycle.
+    :raises WriteConflictError: (inferred order) two unordered writers of a field
+        that has no reducer.
     """
 
     nodes: list[Any]
     then: Any
+    order: str
 
-    def __init__(self, nodes: Sequence[Any], then: Any = None) -> None:
+    def __init__(self, nodes: Sequence[Any], then: Any = None, *, order: str = "given") -> None:
         if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
             raise ConfigurationError(f"Pipeline takes a list of nodes, got {type(nodes).__name__}")
         self.nodes = list(nodes)
@@ -215,6 +222,11 @@ class Pipeline(Generic[StateT]):
         if then is not None:
             check_node(then, "Pipeline then=")
         self.then = then
+        if order not in ("given", "inferred"):
+            raise ConfigurationError(f"Pipeline order must be 'given' or 'inferred', got {order!r}")
+        self.order = order
+        if order == "inferred":
+            self.nodes = _inferred(self.nodes)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -277,3 +289,19 @@ class JoinResult(Generic[T]):
             if s is BranchStatus.SUCCEEDED:
                 out.append(r)  # type: ignore[arg-type]  # None only where not SUCCEEDED
         return out
+
+
+def _inferred(nodes: list[Any]) -> list[Any]:
+    from ._plan import infer_order, state_type_of
+    from ._state import reducers_of
+
+    state_type = state_type_of(type(nodes[0])) if nodes else None
+    reduced = frozenset(reducers_of(state_type)) if state_type is not None else frozenset()
+    order = infer_order(
+        [
+            (type(n).__name__, getattr(type(n), "reads", None), getattr(type(n), "writes", None))
+            for n in nodes
+        ],
+        reduced,
+    )
+    return [nodes[i] for i in order]

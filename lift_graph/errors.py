@@ -8,7 +8,8 @@ Every error the engine raises on purpose is defined here::
     │   ├── InvalidNodeError (TypeError)     something that is not a node was given
     │   ├── UnknownNodeError                 a node class that is not in the graph
     │   ├── UnknownFieldError                reads / writes name a missing state field
-    │   └── PipelineCycleError               data dependencies that form a cycle
+    │   ├── PipelineCycleError               data dependencies that form a cycle
+    │   └── WriteConflictError               unordered writers of a field without a reducer
     ├── NodeExecutionError                   raised while running one node; carries
     │   │                                    execution_id, node_key and attempt
     │   ├── InvalidReturnError (TypeError)   `run` returned something unusable
@@ -56,6 +57,7 @@ __all__ = [
     "UndeclaredMutationError",
     "UnknownFieldError",
     "UnknownNodeError",
+    "WriteConflictError",
 ]
 
 
@@ -98,6 +100,15 @@ class PipelineCycleError(GraphDefinitionError):
     def __init__(self, message: str, *, cycle: Sequence[str]) -> None:
         super().__init__(message)
         self.cycle = list(cycle)
+
+
+class WriteConflictError(GraphDefinitionError):
+    """Two nodes that may run concurrently write one field that has no reducer."""
+
+    def __init__(self, message: str, *, nodes: Sequence[str], field: str) -> None:
+        super().__init__(message)
+        self.nodes = list(nodes)
+        self.field = field
 
 
 class NodeExecutionError(LiftGraphError):

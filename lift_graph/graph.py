@@ -8,7 +8,7 @@ import contextvars
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -172,33 +172,40 @@ class Graph(Generic[StateT]):
             peak_concurrency=peak,
         )
 
-    def run_sync(self, start: Any, **kwargs: Any) -> RunResult[StateT]:
+    def run_sync(
+        self,
+        start: Any,
+        *,
+        state: StateT,
+        deps: Any = None,
+        max_concurrency: int | None = None,
+        limits: Limits | None = None,
+        timeout: float | None = None,
+        user_id: str | None = None,
+        execution_id: str | None = None,
+        strict: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunResult[StateT]:
         """``run`` for synchronous callers; also works inside a running loop (Jupyter).
 
         With no running loop it uses ``asyncio.run``. Inside one (a notebook cell) it
         runs the graph on a fresh loop in a helper thread, with the caller's context
         variables, and blocks until it is done.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(start, **kwargs))
-        box: dict[str, Any] = {}
-        ctx = contextvars.copy_context()
-
-        def target() -> None:
-            try:
-                box["result"] = ctx.run(asyncio.run, self.run(start, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=target, name="lift_graph.run_sync", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        result: RunResult[StateT] = box["result"]
-        return result
+        return _run_blocking(
+            lambda: self.run(
+                start,
+                state=state,
+                deps=deps,
+                max_concurrency=max_concurrency,
+                limits=limits,
+                timeout=timeout,
+                user_id=user_id,
+                execution_id=execution_id,
+                strict=strict,
+                metadata=metadata,
+            )
+        )
 
     async def iter(self, start: Any, **kwargs: Any) -> AsyncIterator[GraphEvent]:
         """Run and yield ``GraphEvent``s as they happen; the last is ``run_finished``.
@@ -251,3 +258,35 @@ class Graph(Generic[StateT]):
 
     def _repr_markdown_(self) -> str:
         return f"```mermaid\n{self.mermaid()}\n```"
+
+
+T = TypeVar("T")
+
+
+def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``make()`` to completion from synchronous code.
+
+    With no running loop this is ``asyncio.run``. Inside one (a notebook cell) the
+    coroutine runs on a fresh loop in a helper thread, with the caller's context
+    variables, and the caller blocks until it is done.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["result"] = ctx.run(asyncio.run, make())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="lift_graph.run_sync", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
