@@ -88,12 +88,13 @@ async def run_node(
     :raises Exception: whatever the node raised, once retries are spent; a
         ``NodeExecutionError`` gets ``execution_id``, ``node_key`` and ``attempt``.
     """
-    cls = type(node)
-    name = cls.__name__
-    writes: frozenset[str] | None = getattr(cls, "writes", None)
-    retry = getattr(cls, "retry", None)
-    timeout: float | None = getattr(cls, "timeout", None)
-    provider: str | None = getattr(cls, "provider", None)
+    name = type(node).__name__
+    # Read through the instance: a dataclass field may override the class default
+    # (one node class serving several providers, say).
+    writes: frozenset[str] | None = getattr(node, "writes", None)
+    retry = getattr(node, "retry", None)
+    timeout: float | None = getattr(node, "timeout", None)
+    provider: str | None = getattr(node, "provider", None)
     limits = settings.limits
     branch.own(writes)
     ctx: RunContext[Any] = RunContext(
@@ -107,7 +108,9 @@ async def run_node(
         node_key=key,
     )
     snapshot = _retry_snapshot(branch, writes) if retry is not None else None
-    started = time.perf_counter()
+    # execution_time_ms counts time inside `run` only: not slot waits, not backoff.
+    started: float | None = None
+    running = 0.0
     attempt = 0
     while True:
         attempt += 1
@@ -118,6 +121,9 @@ async def run_node(
             permit = await limits.acquire(provider, settings.run_slots)
         elif settings.run_slots is not None:
             await settings.run_slots.acquire()
+        began = time.perf_counter()
+        if started is None:
+            started = began
         try:
             guard = NodeGuard(branch, writes, settings.strict)
             if timeout is None:
@@ -164,7 +170,7 @@ async def run_node(
                             key,
                             name,
                             started,
-                            (time.perf_counter() - started) * 1000.0,
+                            (running + time.perf_counter() - began) * 1000.0,
                             attempt,
                             error=f"{type(error).__name__}: {error}",
                             provider=provider,
@@ -181,7 +187,7 @@ async def run_node(
                 key,
                 name,
                 started,
-                (time.perf_counter() - started) * 1000.0,
+                (running + time.perf_counter() - began) * 1000.0,
                 attempt,
                 provider=provider,
             )
@@ -189,6 +195,7 @@ async def run_node(
                 records.append(record)
             return out, ctx, record
         finally:
+            running += time.perf_counter() - began
             if permit is not None:
                 assert limits is not None
                 limits.release(permit, ctx.tokens_used)

@@ -188,7 +188,7 @@ class Scheduler:
         provs: list[list[dict[str, Any]]] = []
         timed_out = False
         if self.emit is not None:
-            self.emit("fork_started", {"key": key, "branches": n, "join": fork.join.name})
+            self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
 
         def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
             tasks.discard(task)

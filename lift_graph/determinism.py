@@ -55,9 +55,10 @@ class DeterminismReport:
         """Share of runs whose (output, state) matched the most common one."""
         if not self.runs:
             return 1.0
-        return min(
-            self.output_hashes.most_common(1)[0][1], self.state_hashes.most_common(1)[0][1]
-        ) / self.runs
+        return (
+            min(self.output_hashes.most_common(1)[0][1], self.state_hashes.most_common(1)[0][1])
+            / self.runs
+        )
 
 
 async def check_determinism(

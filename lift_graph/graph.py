@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import re
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from ._scheduler import Scheduler
 from ._state import Branch
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots
-from .node import check_node
+from .node import BaseNode, check_node
 
 __all__ = ["Graph", "GraphEvent", "RunResult"]
 
@@ -63,7 +64,7 @@ class Graph(Generic[StateT]):
     :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
     """
 
-    def __init__(self, nodes: Sequence[type], *, name: str | None = None) -> None:
+    def __init__(self, nodes: Sequence[type[BaseNode[StateT]]], *, name: str | None = None) -> None:
         self.name = name or "graph"
         self._by_name = validate_node_classes(nodes)
         self.node_classes: frozenset[type] = frozenset(self._by_name.values())
@@ -117,7 +118,10 @@ class Graph(Generic[StateT]):
     ) -> RunResult[StateT]:
         """Run from ``start`` until its path ends; returns a ``RunResult``.
 
-        ``state`` is not modified: the run works on its own copy. ``max_concurrency``
+        The run works on its own shallow copy of ``state``, owning (deep-copying) the
+        fields each node declares in ``writes`` and every field of a node that
+        declares none; a node that mutates in place a field it did not declare
+        changes the shared object (``strict=True`` turns that into an error). ``max_concurrency``
         caps nodes running at once in this run; ``limits`` adds limits shared with
         every other run given the same object. ``strict`` fails a node that mutates
         a state field it did not declare in ``writes``.
@@ -154,12 +158,12 @@ class Graph(Generic[StateT]):
                 raise RunTimeoutError(
                     f"run {settings.execution_id} did not finish within {timeout} s"
                 ) from exc
-        records = sorted(scheduler.records, key=lambda r: r.key)
+        records = sorted(scheduler.records, key=_key_order)
+        # Deterministic by construction: no race decided a join, and every node
+        # class that ran vouches for itself.
+        ran = {r.node for r in records}
         deterministic = scheduler.deterministic and all(
-            getattr(cls, "deterministic", True) for cls in {type(start)}
-        )
-        deterministic = deterministic and all(
-            getattr(self._by_name.get(r.node), "deterministic", True) for r in records
+            getattr(self._by_name.get(name), "deterministic", True) for name in ran
         )
         peak = run_slots.peak if run_slots is not None else (limits.peak if limits else 0)
         return RunResult(
@@ -261,6 +265,13 @@ class Graph(Generic[StateT]):
 
 
 T = TypeVar("T")
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def _key_order(record: NodeRecord) -> list[tuple[int, int | str]]:
+    """Sort key of a node key: numeric parts as numbers, so step 10 follows step 9."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in _NUMBER.split(record.key) if p]
 
 
 def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -226,18 +226,21 @@ def test_thunk_needing_arguments_raises_type_error_before_running(max_workers: i
         ran.append(x)
         return x
 
-    for bad in (needs_arg, needs_kwarg, lambda y: y):
+    bad_thunks: list[Callable[..., Any]] = [needs_arg, needs_kwarg, lambda y: y]
+    for bad in bad_thunks:
         with pytest.raises(TypeError, match="task 1") as info:
             run_parallel([ok, bad, ok], max_workers=max_workers, merge_fn=list)
         assert not isinstance(info.value, ParallelError)
     with pytest.raises(TypeError, match="task 2 is not callable"):
-        run_parallel([ok, ok, 42], max_workers=max_workers, merge_fn=list)  # type: ignore[list-item]
+        run_parallel(cast(Any, [ok, ok, 42]), max_workers=max_workers, merge_fn=list)
     assert ran == []
+
     # defaults and bound partials are fine
-    out = run_parallel(
-        [functools.partial(needs_arg, 5), lambda z=3: z], max_workers=max_workers, merge_fn=list
-    )
-    assert out == [5, 3]
+    def with_default(z: int = 3) -> int:
+        return z
+
+    good: list[Callable[[], int]] = [functools.partial(needs_arg, 5), with_default]
+    assert run_parallel(good, max_workers=max_workers, merge_fn=list) == [5, 3]
 
 
 def test_incomparable_order_keys_fail_before_running() -> None:

@@ -1,0 +1,142 @@
+"""Execute every notebook in notebooks/ the way Jupyter does, without Jupyter.
+
+Each code cell is compiled with ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT`` and evaluated
+in one shared namespace, in order, inside a running event loop (as in an IPython
+kernel); a cell that uses top-level ``await`` compiles to a coroutine, which is
+awaited. Any exception fails the test and names the cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def _source(cell: dict[str, Any]) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    notebook: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return notebook
+
+
+async def run_cells(cells: list[tuple[str, str]]) -> dict[str, Any]:
+    """Run ``(where, source)`` cells in order in one namespace, as an IPython kernel does."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    for where, source in cells:
+        code = compile(source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        try:
+            result = eval(code, namespace)
+            if code.co_flags & inspect.CO_COROUTINE:
+                await result
+        except Exception as exc:
+            raise AssertionError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+    return namespace
+
+
+async def run_notebook(path: Path) -> dict[str, Any]:
+    """Run ``path``'s code cells in order in one namespace; returns the namespace."""
+    cells = [
+        (f"{path.name}[cell {index}]", _source(cell))
+        for index, cell in enumerate(_load(path)["cells"])
+        if cell["cell_type"] == "code"
+    ]
+    return await run_cells(cells)
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS, "notebooks/ holds no .ipynb file"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_valid_nbformat_4(path: Path) -> None:
+    notebook = _load(path)
+    assert notebook["nbformat"] == 4 and notebook["nbformat_minor"] >= 4
+    assert notebook["metadata"]["kernelspec"]["language"] == "python"
+    ids = [cell.get("id") for cell in notebook["cells"]]
+    assert len(set(ids)) == len(ids), "cell ids must be unique"
+    for cell in notebook["cells"]:
+        assert cell["cell_type"] in {"code", "markdown", "raw"}
+        assert isinstance(cell["metadata"], dict) and isinstance(cell["source"], (list, str))
+        if cell["cell_type"] == "code":
+            assert "outputs" in cell and "execution_count" in cell
+    assert any(c["cell_type"] == "code" for c in notebook["cells"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.asyncio
+async def test_notebook_executes_in_a_running_loop(
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(path.parent)
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    asyncio.get_running_loop()  # the cells run where Jupyter's would: inside a loop
+    before = set(asyncio.all_tasks())
+    await run_notebook(path)
+    leftover = [t for t in asyncio.all_tasks() if t not in before and not t.done()]
+    assert leftover == [], f"tasks left running: {leftover}"
+    assert capsys.readouterr().out  # the notebook printed its results
+
+
+@pytest.mark.asyncio
+async def test_quickstart_results() -> None:
+    namespace = await run_notebook(NOTEBOOK_DIR / "quickstart.ipynb")
+    result = namespace["result"]
+    assert result.output == "4/4 topics summarized"
+    assert [s.split(":")[0] for s in result.state.summaries] == [
+        "forks",
+        "joins",
+        "limits",
+        "retries",
+    ]
+    assert namespace["state"].summaries == []
+    assert namespace["limits"].provider_peak("fake") == 2
+    assert namespace["race"].output.winner == "fast"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_cell_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ipynb"
+    cells = [
+        {"cell_type": "code", "id": "a", "metadata": {}, "source": ["x = 1\n"]},
+        {"cell_type": "code", "id": "b", "metadata": {}, "source": ["await asyncio.sleep(0)"]},
+    ]
+    bad.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4}))
+    with pytest.raises(AssertionError, match=r"bad.ipynb\[cell 1\] raised NameError"):
+        await run_notebook(bad)
+
+
+def test_notebooks_match_their_builder() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.asyncio
+async def test_docs_index_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "docs/index.md has no python example"
+    await run_cells([(f"docs/index.md[block {i}]", b) for i, b in enumerate(blocks)])
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["A + B + C", "['a: ...', 'b: ...', 'c: ...']", "True"]
