@@ -71,14 +71,16 @@ class Scheduler:
         self.emit = emit
         self.records: list[NodeRecord] = []
         self.deterministic = True
+        #: (source class, target class, kind) transitions seen, for diagrams.
+        self.edges: set[tuple[str, str, str]] = set()
 
     # -- routing ----------------------------------------------------------------
-    def _check_registered(self, source: str, node: Any) -> None:
-        if self.registry is not None and type(node) not in self.registry:
+    def _check_registered(self, source: str, cls: type) -> None:
+        if self.registry is not None and cls not in self.registry:
             raise UnknownNodeError(
-                f"node {source} returned {type(node).__name__}, which is not in this "
-                f"graph: add {type(node).__name__} to Graph(nodes=[...])",
-                node=type(node).__name__,
+                f"node {source} returned {cls.__name__}, which is not in this "
+                f"graph: add {cls.__name__} to Graph(nodes=[...])",
+                node=cls.__name__,
             )
 
     def _route(self, node: Any, out: Any) -> Any:
@@ -88,24 +90,25 @@ class Scheduler:
         :raises UnknownNodeError: a node whose class the graph does not know.
         """
         name = type(node).__name__
+        edges = self.edges
         if isinstance(out, End):
+            edges.add((name, "End", "end"))
             return out
-        if isinstance(out, Fork):
-            for b in out.branches:
-                self._check_registered(name, b)
+        if isinstance(out, (Fork, Pipeline)):
+            members = out.branches if isinstance(out, Fork) else out.nodes
+            kind = "fork" if isinstance(out, Fork) else "pipeline"
+            for cls in {type(m) for m in members}:
+                self._check_registered(name, cls)
+                edges.add((name, cls.__name__, kind))
             if out.then is not None:
-                self._check_registered(name, out.then)
-            return out
-        if isinstance(out, Pipeline):
-            for m in out.nodes:
-                self._check_registered(name, m)
-            if out.then is not None:
-                self._check_registered(name, out.then)
+                self._check_registered(name, type(out.then))
+                edges.add((name, type(out.then).__name__, "join"))
             return out
         if isinstance(out, (list, tuple)) and all(is_node(x) for x in out):
             return self._route(node, Fork(list(out)))
         if is_node(out):
-            self._check_registered(name, out)
+            self._check_registered(name, type(out))
+            edges.add((name, type(out).__name__, "next"))
             return out
         shown = repr(out)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."

@@ -68,6 +68,8 @@ class Graph(Generic[StateT]):
         self.name = name or "graph"
         self._by_name = validate_node_classes(nodes)
         self.node_classes: frozenset[type] = frozenset(self._by_name.values())
+        # Transitions seen in runs: forks name their branch classes only at run time.
+        self._observed: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={sorted(self._by_name)})"
@@ -158,6 +160,7 @@ class Graph(Generic[StateT]):
                 raise RunTimeoutError(
                     f"run {settings.execution_id} did not finish within {timeout} s"
                 ) from exc
+        self._observed |= scheduler.edges
         records = sorted(scheduler.records, key=_key_order)
         # Deterministic by construction: no race decided a join, and every node
         # class that ran vouches for itself.
@@ -244,20 +247,37 @@ class Graph(Generic[StateT]):
 
     # -- pictures ---------------------------------------------------------------
     def mermaid(self) -> str:
-        """A mermaid flowchart of the static edges (from return annotations)."""
+        """A mermaid flowchart: static edges from return annotations plus every
+        transition seen in this graph's runs (fork branches, join nodes).
+
+        ``-->`` next node, ``-- fork -->`` a fork branch, ``-- pipeline -->`` a
+        pipeline member, ``== join ==>`` where a block continues.
+        """
+        edges: set[tuple[str, str, str]] = set(self._observed)
+        blocks: set[tuple[str, str]] = set()
+        for name, cls in self._by_name.items():
+            static = node_edges(cls)
+            for target in static.targets:
+                edges.add((name, target.__name__, "next"))
+            if static.ends:
+                edges.add((name, "End", "end"))
+            if static.forks:
+                blocks.add((name, "fork"))
+            if static.pipelines:
+                blocks.add((name, "pipeline"))
+        seen_blocks = {(src, kind) for src, _, kind in edges if kind in ("fork", "pipeline")}
+        arrows = {"next": "-->", "end": "-->", "fork": "-- fork -->", "join": "== join ==>"}
+        arrows["pipeline"] = "-- pipeline -->"
         lines = ["flowchart TD"]
-        for name in sorted(self._by_name):
-            cls = self._by_name[name]
-            edges = node_edges(cls)
-            lines.append(f"    {name}[{name}]")
-            for target in edges.targets:
-                lines.append(f"    {name} --> {target.__name__}")
-            if edges.forks:
-                lines.append(f"    {name} -. fork .-> {name}_fork{{{{fork}}}}")
-            if edges.pipelines:
-                lines.append(f"    {name} -. pipeline .-> {name}_pipe[[pipeline]]")
-            if edges.ends:
-                lines.append(f"    {name} --> End_{name}((End))")
+        lines.extend(f"    {name}[{name}]" for name in sorted(self._by_name))
+        if any(kind == "end" for _, _, kind in edges):
+            lines.append("    End((End))")
+        for src, dst, kind in sorted(edges):
+            lines.append(f"    {src} {arrows[kind]} {dst}")
+        for src, kind in sorted(blocks - seen_blocks):
+            lines.append(
+                f"    {src} -. {kind} .-> {src}_{kind}{{{{{kind}: branches known at run time}}}}"
+            )
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from lift_graph import RunResult
 
 from . import agent_loop, fallback_race, map_reduce, rag, self_consistency
+from .fake_lm import FakeLM
 
 __all__ = ["EXAMPLES", "DemoRow", "main", "run_all", "summarize"]
 
@@ -91,7 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   deterministic: {row.deterministic}")
     if not args.no_mermaid:
         print("\n== map_reduce graph (mermaid)")
-        print(map_reduce.build_graph().mermaid())
+        # Fork branches are known only at run time: draw the graph after a run.
+        graph = map_reduce.build_graph()
+        graph.run_sync(
+            map_reduce.Split(),
+            state=map_reduce.MapReduceState(text=map_reduce.DEFAULT_TEXT, chunk_words=20),
+            deps=FakeLM(name="fake", latency=0.0),
+        )
+        print(graph.mermaid())
     return 0
 
 
