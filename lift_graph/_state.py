@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
-from .errors import ConfigurationError, StateValidationError, UndeclaredMutationError
+from .errors import StateValidationError, UndeclaredMutationError
 from .reducers import Reducer, as_reducer
 
 __all__ = [
@@ -77,10 +77,9 @@ def _fields_of_type(cls: Any) -> tuple[str, ...]:
         return tuple(cls.model_fields)
     if dataclasses.is_dataclass(cls):
         return tuple(f.name for f in dataclasses.fields(cls))
-    raise ConfigurationError(
-        f"state of type {cls.__name__} is not supported: use a pydantic BaseModel, a "
-        "dataclass or a dict"
-    )
+    # Anything else (None, a plain object) is opaque: no fields to own, diff or
+    # merge; `shallow_copy` isolates it with a deep copy instead.
+    return ()
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -148,7 +147,9 @@ def shallow_copy(state: Any) -> Any:
         return state.model_copy()
     if isinstance(state, dict):
         return dict(state)
-    return copy.copy(state)
+    if dataclasses.is_dataclass(state):
+        return copy.copy(state)
+    return copy.deepcopy(state)
 
 
 def fingerprint(value: Any) -> bytes:
