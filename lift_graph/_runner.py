@@ -76,7 +76,7 @@ async def run_node(
     *,
     join: Any = None,
     provenance: list[dict[str, Any]] | None = None,
-    records: list[NodeRecord] | None = None,
+    records: list[tuple[Any, ...]] | None = None,
 ) -> tuple[Any, RunContext[Any], NodeRecord]:
     """Run ``node`` on ``branch`` until it returns or its retries are spent.
 
@@ -166,14 +166,14 @@ async def run_node(
             if retry is None or not retry.should_retry(error, attempt):
                 if records is not None:
                     records.append(
-                        NodeRecord(
+                        (
                             key,
                             name,
                             started,
                             (running + time.perf_counter() - began) * 1000.0,
                             attempt,
-                            error=f"{type(error).__name__}: {error}",
-                            provider=provider,
+                            f"{type(error).__name__}: {error}",
+                            provider,
                         )
                     )
                 if error is exc:
@@ -192,7 +192,9 @@ async def run_node(
                 provider=provider,
             )
             if records is not None:
-                records.append(record)
+                # A plain tuple of flat values: the cyclic GC untracks it, so 100,000
+                # records add nothing to its full passes (a NamedTuple stays tracked).
+                records.append(tuple(record))
             return out, ctx, record
         finally:
             running += time.perf_counter() - began

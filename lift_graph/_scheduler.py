@@ -14,7 +14,7 @@ or timed-out run leaves no task behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ __all__ = ["Scheduler"]
 EventSink = Callable[[str, dict[str, Any]], None]
 
 #: Branches a fork creates before yielding once to the event loop.
-_LAUNCH_BATCH = 256
+_LAUNCH_BATCH = 32
 
 
 async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
@@ -69,7 +69,8 @@ class Scheduler:
         self.settings = settings
         self.registry = registry
         self.emit = emit
-        self.records: list[NodeRecord] = []
+        #: Raw record tuples (see ``NodeRecord``), in completion order.
+        self.records: list[tuple[Any, ...]] = []
         self.deterministic = True
         #: (source class, target class, kind) transitions seen, for diagrams.
         self.edges: set[tuple[str, str, str]] = set()
@@ -145,7 +146,10 @@ class Scheduler:
                 )
             except Exception:
                 if emit is not None:
-                    emit("node_failed", {"record": records[-1] if records else None})
+                    emit(
+                        "node_failed",
+                        {"record": NodeRecord._make(records[-1]) if records else None},
+                    )
                 raise
             provenance.append(
                 {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
@@ -188,13 +192,15 @@ class Scheduler:
         states: list[Any] = [None] * n
         keep_state = fork.vote_on is not None
         tasks: set[asyncio.Task[Any]] = set()
-        provs: list[list[dict[str, Any]]] = []
+        provs: list[Sequence[dict[str, Any]]] = []
         timed_out = False
         if self.emit is not None:
             self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
 
         def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
             tasks.discard(task)
+            # A tuple of flat dicts is left alone by the cyclic GC; a list is not.
+            provs[i] = tuple(provs[i])
             if statuses[i] is not None:  # already marked timed out
                 if not task.cancelled():
                     task.exception()  # retrieve, so asyncio does not log it

@@ -142,9 +142,26 @@ def set_field(state: Any, name: str, value: Any) -> None:
         object.__setattr__(state, name, value)
 
 
+_setattr = object.__setattr__
+
+
+def _model_shallow_copy(model: BaseModel) -> BaseModel:
+    # What `model_copy()` does, without its generic copy.copy round trips: this is
+    # the per-branch cost of a fork.
+    cls = type(model)
+    new = cls.__new__(cls)
+    _setattr(new, "__dict__", model.__dict__.copy())
+    extra = model.__pydantic_extra__
+    _setattr(new, "__pydantic_extra__", None if extra is None else dict(extra))
+    _setattr(new, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    private = model.__pydantic_private__
+    _setattr(new, "__pydantic_private__", None if private is None else dict(private))
+    return new
+
+
 def shallow_copy(state: Any) -> Any:
     if isinstance(state, BaseModel):
-        return state.model_copy()
+        return _model_shallow_copy(state)
     if isinstance(state, dict):
         return dict(state)
     if dataclasses.is_dataclass(state):

@@ -161,7 +161,7 @@ class Graph(Generic[StateT]):
                     f"run {settings.execution_id} did not finish within {timeout} s"
                 ) from exc
         self._observed |= scheduler.edges
-        records = sorted(scheduler.records, key=_key_order)
+        records = sorted(map(NodeRecord._make, scheduler.records), key=_key_order)
         # Deterministic by construction: no race decided a join, and every node
         # class that ran vouches for itself.
         ran = {r.node for r in records}
