@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,19 +29,35 @@ def to_canonical(value: Any) -> Any:
             return repr(value)
         return value
     if isinstance(value, BaseModel):
-        return to_canonical(value.model_dump(mode="json"))
+        # mode="python" keeps sets as sets, so they are sorted below; mode="json" would
+        # turn them into lists in iteration order, which depends on PYTHONHASHSEED.
+        return to_canonical(value.model_dump(mode="python"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_canonical({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, Mapping):
-        return {
-            str(k): to_canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
-        }
+        # type name second: keys 1 and "1" order the same whatever the insertion order
+        keyed = sorted(((_key(k), type(k).__name__, v) for k, v in value.items()), key=_first2)
+        return {k: to_canonical(v) for k, _, v in keyed}
     if isinstance(value, (set, frozenset)):
         items = [to_canonical(v) for v in value]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(value, (list, tuple)):
         return [to_canonical(v) for v in value]
     return to_canonical(to_jsonable_python(value, fallback=repr))
+
+
+def _key(key: Any) -> str:
+    """A mapping key as JSON writes it: an enum by its value, ``1`` as ``"1"``."""
+    if isinstance(key, Enum):
+        key = key.value
+    if isinstance(key, str):
+        return str(key)
+    canon = to_canonical(key)
+    return canon if isinstance(canon, str) else json.dumps(canon, separators=(",", ":"))
+
+
+def _first2(item: tuple[str, str, Any]) -> tuple[str, str]:
+    return item[0], item[1]
 
 
 def canonical_json(value: Any) -> str:

@@ -7,12 +7,14 @@ final states alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from ._canonical import canonical_hash
-from ._state import FieldChange, get_field, set_field, shallow_copy
+from ._state import FieldChange, field_names, get_field, set_field, shallow_copy
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, MergeError
 from .reducers import Reducer
@@ -136,7 +138,14 @@ def merge_changes(
     for name, writes in by_field.items():
         before = changes_before(changes, name)
         set_field(merged, name, _merge_field(name, before, writes, reducers.get(name)))
+    _mark_set(merged, by_field)
     return merged, set(by_field)
+
+
+def _mark_set(state: Any, names: Iterable[str]) -> None:
+    """A merged write counts as set: ``model_dump(exclude_unset=True)`` keeps it."""
+    if isinstance(state, BaseModel):
+        state.__pydantic_fields_set__.update(names)
 
 
 def changes_before(changes: Sequence[tuple[Any, Mapping[str, FieldChange]]], name: str) -> Any:
@@ -169,6 +178,7 @@ def apply_sequential(
                 current[name] = reducer.combine(start, change.before, change.after)
     for name, value in current.items():
         set_field(merged, name, value)
+    _mark_set(merged, current)
     return merged, set(current)
 
 
@@ -178,6 +188,23 @@ def _vote_payload(outcome: BranchOutcome, vote_fields: Sequence[str] | None) -> 
     if outcome.has_value:
         return outcome.value
     return {name: change.after for name, change in sorted(outcome.changes.items())}
+
+
+def _check_vote_fields(base: Any, vote_fields: Sequence[str] | None) -> Sequence[str] | None:
+    """:raises ConfigurationError: a vote field the state does not have."""
+    if not vote_fields:
+        return None
+    if isinstance(vote_fields, str):
+        vote_fields = (vote_fields,)
+    names = field_names(base)
+    if names and not isinstance(base, dict):
+        unknown = [f for f in vote_fields if f not in names]
+        if unknown:
+            raise ConfigurationError(
+                f"vote fields {unknown!r} are not fields of state {type(base).__name__}; "
+                f"its fields are {sorted(names)!r}"
+            )
+    return vote_fields
 
 
 def merge_outcomes(
@@ -193,9 +220,11 @@ def merge_outcomes(
 
     :raises MergeError: no branch succeeded, ALL_SUCCESS with a failed branch while
         ``require_all``, or conflicting writes.
-    :raises ConfigurationError: ``strategy`` is not a ``MergeStrategy``.
+    :raises ConfigurationError: ``strategy`` is not a ``MergeStrategy``, or a vote
+        field is not a field of the state.
     """
     strategy = coerce_strategy(strategy)
+    vote_fields = _check_vote_fields(base, vote_fields)
     ok = [o for o in outcomes if o.succeeded]
     if strategy is MergeStrategy.ALL_SUCCESS:
         failed = [o.key for o in outcomes if not o.succeeded]

@@ -82,13 +82,33 @@ def node_edges(cls: type) -> NodeEdges:
 
 
 def state_type_of(cls: type) -> type | None:
-    """The ``StateT`` of ``class X(BaseNode[StateT])``, if concrete."""
-    for klass in cls.__mro__:
-        for base in getattr(klass, "__orig_bases__", ()):
-            if typing.get_origin(base) is BaseNode:
-                args = typing.get_args(base)
-                if args and isinstance(args[0], type):
-                    return args[0]
+    """The ``StateT`` of ``class X(BaseNode[StateT])``, if concrete.
+
+    Type variables are resolved through generic intermediates, so
+    ``class Ask(DSPyNode[State])`` (where ``DSPyNode(BaseNode[StateT])``) gives State.
+    """
+    return _resolve_state(cls, {}, set())
+
+
+def _resolve_state(klass: type, env: dict[Any, Any], seen: set[type]) -> type | None:
+    if klass in seen:
+        return None
+    seen.add(klass)
+    # Only this class's own bases: ``getattr`` would return an inherited
+    # ``__orig_bases__`` whose type variables mean something else here.
+    for base in klass.__dict__.get("__orig_bases__", klass.__bases__):
+        origin = typing.get_origin(base) or base
+        if not (isinstance(origin, type) and issubclass(origin, BaseNode)):
+            continue
+        args = tuple(env.get(a, a) for a in typing.get_args(base))
+        if origin is BaseNode:
+            if args and isinstance(args[0], type) and args[0] is not Any:
+                return args[0]
+            continue
+        params = getattr(origin, "__parameters__", ())
+        found = _resolve_state(origin, dict(zip(params, args, strict=False)), seen)
+        if found is not None:
+            return found
     return None
 
 

@@ -235,7 +235,7 @@ class Branch:
 
 
 class NodeGuard:
-    """Checks one node's writes: validation of reassigned fields, strict mode."""
+    """Checks one node's writes: validation of reassigned and declared fields, strict mode."""
 
     __slots__ = ("_before", "_fingerprints", "_branch", "_declared")
 
@@ -267,9 +267,14 @@ class NodeGuard:
                         field=name,
                     )
         reassigned = [n for n, v in after.items() if v is not self._before[n]]
-        if reassigned and isinstance(state, BaseModel):
+        if isinstance(state, BaseModel):
+            # Reassigned fields, plus the declared writes: those may have changed in
+            # place (`state.log.append(5)`), which no identity check sees.
+            to_check = reassigned
+            if self._declared:
+                to_check = sorted(set(reassigned) | (self._declared & after.keys()))
             validator = state.__pydantic_validator__
-            for name in reassigned:
+            for name in to_check:
                 try:
                     validator.validate_assignment(state, name, after[name])
                 except ValidationError as exc:

@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
 from ._runner import RunSettings, run_node
 from ._state import Branch, reducers_of
 from .blocks import MergeStrategy
-from .errors import ConfigurationError, MergeError, ParallelExecutionError
+from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError
 from .limits import Limits, _Slots
-from .node import End, NodeResult, RunContext, check_node
+from .node import End, NodeResult, RunContext, check_node, is_node
 
 __all__ = ["ParallelExecutor"]
 
 StateT = TypeVar("StateT")
+
+
+def _iterable(obj: object) -> bool:
+    try:
+        iter(obj)  # type: ignore[call-overload]
+    except TypeError:
+        return False
+    return True
 
 
 class ParallelExecutor(Generic[StateT]):
@@ -93,9 +101,13 @@ class ParallelExecutor(Generic[StateT]):
             out, node_ctx, record = await run_node(
                 node, branch, key, settings, join=ctx.join, provenance=provenance
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - captured per node, by contract
+        except (Exception, asyncio.CancelledError) as exc:
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
+                raise  # this call was cancelled: propagate
+            # Anything else, even a CancelledError the node raised itself while nobody
+            # cancelled this call, is the node's failure: captured, by contract, so a
+            # sibling is never left running behind an escaping exception.
             elapsed = (time.perf_counter() - started) * 1000.0
             failed_ctx: RunContext[StateT] = RunContext(
                 state=branch.state,
@@ -125,7 +137,7 @@ class ParallelExecutor(Generic[StateT]):
         )
 
     async def execute_parallel(
-        self, nodes: Sequence[Any], ctx: RunContext[StateT]
+        self, nodes: Iterable[Any], ctx: RunContext[StateT]
     ) -> list[NodeResult[StateT]]:
         """Run ``nodes`` concurrently; results come back in input order.
 
@@ -136,6 +148,12 @@ class ParallelExecutor(Generic[StateT]):
         :raises ParallelExecutionError: every node failed (``partial_results`` holds
             all results, ``failed_nodes`` the nodes).
         """
+        if is_node(nodes) or isinstance(nodes, (str, bytes, type)) or not _iterable(nodes):
+            raise InvalidNodeError(
+                f"execute_parallel takes a list of nodes, got {nodes!r} of type "
+                f"{type(nodes).__name__}: wrap a single node in a list"
+            )
+        nodes = list(nodes)  # a generator is consumed once: iterate a copy
         for i, node in enumerate(nodes):
             check_node(node, f"execute_parallel nodes[{i}]")
         if not nodes:

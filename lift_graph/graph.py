@@ -217,7 +217,12 @@ class Graph(Generic[StateT]):
     async def iter(self, start: Any, **kwargs: Any) -> AsyncIterator[GraphEvent]:
         """Run and yield ``GraphEvent``s as they happen; the last is ``run_finished``.
 
-        Leaving the loop early cancels the run and waits for it.
+        Closing the generator cancels the run and waits for it. An ``async for``
+        left early closes it only when it is garbage-collected, so wrap it::
+
+            async with contextlib.aclosing(graph.iter(start, state=s)) as events:
+                async for event in events:
+                    ...
         """
         queue: asyncio.Queue[GraphEvent | None] = asyncio.Queue()
 
