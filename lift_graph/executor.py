@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
-from ._runner import RunSettings, run_node
+from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch, reducers_of
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError
@@ -97,9 +97,11 @@ class ParallelExecutor(Generic[StateT]):
         settings = self._settings(ctx)
         provenance = list(ctx.provenance)
         started = time.perf_counter()
+        # run_node records a failed node's attempts and time inside `run` here.
+        records: list[tuple[Any, ...]] = []
         try:
             out, node_ctx, record = await run_node(
-                node, branch, key, settings, join=ctx.join, provenance=provenance
+                node, branch, key, settings, join=ctx.join, provenance=provenance, records=records
             )
         except (Exception, asyncio.CancelledError) as exc:
             task = asyncio.current_task()
@@ -109,6 +111,10 @@ class ParallelExecutor(Generic[StateT]):
             # cancelled this call, is the node's failure: captured, by contract, so a
             # sibling is never left running behind an escaping exception.
             elapsed = (time.perf_counter() - started) * 1000.0
+            attempts = 1
+            if records:
+                last = NodeRecord(*records[-1])
+                elapsed, attempts = last.execution_time_ms, last.attempts
             failed_ctx: RunContext[StateT] = RunContext(
                 state=branch.state,
                 execution_id=settings.execution_id,
@@ -119,7 +125,15 @@ class ParallelExecutor(Generic[StateT]):
                 node_key=key,
             )
             return NodeResult(
-                node, None, failed_ctx, elapsed, exc, key=key, base_context=ctx, branch=branch
+                node,
+                None,
+                failed_ctx,
+                elapsed,
+                exc,
+                key=key,
+                attempts=attempts,
+                base_context=ctx,
+                branch=branch,
             )
         provenance.append(
             {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}

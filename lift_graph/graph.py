@@ -30,8 +30,9 @@ StateT = TypeVar("StateT")
 class RunResult(Generic[StateT]):
     """The outcome of one run.
 
-    ``records`` holds one entry per node execution, sorted by node key (the node's
-    position in the graph), so two runs list them in the same order.
+    ``records`` holds one ``NodeRecord`` per node execution, sorted by node key
+    (the node's position in the graph, numeric parts as numbers), so two runs list
+    them in the same order; it is built on first access.
     ``deterministic`` is False when a race (a join ANY / FIRST / QUORUM, a fork
     timeout that fired) or a node declared non-deterministic took part.
     """
@@ -39,10 +40,17 @@ class RunResult(Generic[StateT]):
     output: Any
     state: StateT
     execution_id: str
-    records: list[NodeRecord]
     deterministic: bool
     elapsed_ms: float
     peak_concurrency: int = 0
+    _raw_records: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    _records: list[NodeRecord] | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> list[NodeRecord]:
+        if self._records is None:
+            self._records = sorted(map(NodeRecord._make, self._raw_records), key=_key_order)
+        return self._records
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,9 @@ class Graph(Generic[StateT]):
         self.node_classes: frozenset[type] = frozenset(self._by_name.values())
         # Transitions seen in runs: forks name their branch classes only at run time.
         self._observed: set[tuple[str, str, str]] = set()
+        self._all_deterministic = all(
+            getattr(cls, "deterministic", True) for cls in self.node_classes
+        )
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={sorted(self._by_name)})"
@@ -161,19 +172,20 @@ class Graph(Generic[StateT]):
                     f"run {settings.execution_id} did not finish within {timeout} s"
                 ) from exc
         self._observed |= scheduler.edges
-        records = sorted(map(NodeRecord._make, scheduler.records), key=_key_order)
         # Deterministic by construction: no race decided a join, and every node
         # class that ran vouches for itself.
-        ran = {r.node for r in records}
-        deterministic = scheduler.deterministic and all(
-            getattr(self._by_name.get(name), "deterministic", True) for name in ran
-        )
+        deterministic = scheduler.deterministic
+        if deterministic and not self._all_deterministic:
+            ran = {r[1] for r in scheduler.records}
+            deterministic = all(
+                getattr(self._by_name.get(name), "deterministic", True) for name in ran
+            )
         peak = run_slots.peak if run_slots is not None else (limits.peak if limits else 0)
         return RunResult(
             output=output,
             state=root.state,
             execution_id=settings.execution_id,
-            records=records,
+            _raw_records=scheduler.records,
             deterministic=deterministic,
             elapsed_ms=(time.perf_counter() - began) * 1000.0,
             peak_concurrency=peak,

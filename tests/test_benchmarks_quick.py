@@ -1,0 +1,280 @@
+"""The benchmark suite at tiny sizes, so it cannot rot.
+
+Every workload runs in-process on lift_graph and asyncio (and on the peers when
+they are installed) and must produce finite, plausible figures. Timing targets are
+not checked here: they belong to ``python -m benchmarks.run --check``, not to a
+test that must pass on a loaded CI machine.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# ``benchmarks`` is a directory of the repository, not an installed package: make it
+# importable however pytest was started (``pytest``, ``python -m pytest``, any cwd).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from benchmarks import run as bench_run  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    ASYNCIO,
+    LANGGRAPH,
+    LIFT,
+    PYDANTIC_GRAPH,
+    BenchmarkError,
+    Config,
+    Outcome,
+    Row,
+    Target,
+    check,
+    peer_missing,
+)
+from benchmarks.workloads import NAMES, load  # noqa: E402
+from benchmarks.workloads.jitter import greedy_bound, sleeps_for  # noqa: E402
+from benchmarks.workloads.rpm import max_in_window  # noqa: E402
+
+TINY = replace(
+    Config.quick_mode(),
+    reps=2,
+    chain_n=200,
+    fan_sizes=(50, 200),
+    unbalanced_scale=0.05,
+    jitter_sizes=(24,),
+    jitter_scale=0.2,
+    iso_docs=300,
+    iso_nodes=8,
+    rpm_nodes=90,
+    rpm_limit=30,
+    mem_branches=2000,
+)
+
+
+def _rows(outcome: Outcome, engine: str, prefix: str = "") -> list[Row]:
+    return [
+        r
+        for r in outcome.rows
+        if r.engine == engine and r.workload.startswith(prefix) and r.figure is not None
+    ]
+
+
+def fig(row: Row) -> float:
+    assert row.figure is not None, row
+    return row.figure
+
+
+def _assert_finite(outcome: Outcome) -> None:
+    assert outcome.rows, "a workload produced no rows"
+    assert _rows(outcome, LIFT), "no lift_graph figure"
+    for r in outcome.rows:
+        if r.figure is None:
+            assert r.note, f"{r.engine} on {r.workload} has neither a figure nor a reason"
+            continue
+        assert math.isfinite(r.figure), r
+        # Differences of medians (isolation overhead) may dip below zero; nothing else.
+        assert r.figure >= 0 or r.workload.startswith("isolation"), r
+        if r.versus_lift is not None:
+            assert math.isfinite(r.versus_lift), r
+
+
+def _peers_present(outcome: Outcome, workload_prefix: str) -> None:
+    """An installed peer has a figure; a missing one a row that says why."""
+    for engine in (LANGGRAPH, PYDANTIC_GRAPH):
+        rows = [r for r in outcome.rows if r.engine == engine]
+        if peer_missing(engine, TINY) is None:
+            assert any(r.figure is not None for r in rows if r.workload.startswith(workload_prefix))
+        else:
+            assert rows and all(r.figure is None and r.note for r in rows)
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, Outcome]:
+    return {}
+
+
+def _run(name: str, outcomes: dict[str, Outcome]) -> Outcome:
+    if name not in outcomes:
+        outcomes[name] = load(name)(TINY)
+    return outcomes[name]
+
+
+def test_every_workload_is_registered() -> None:
+    assert list(NAMES) == [
+        "chain",
+        "fanout",
+        "unbalanced",
+        "jitter",
+        "isolation",
+        "rpm",
+        "memory",
+    ]
+
+
+def test_chain(outcomes: dict[str, Outcome]) -> None:
+    out = _run("chain", outcomes)
+    _assert_finite(out)
+    (mine,) = _rows(out, LIFT)
+    assert 0 < fig(mine) < 10_000  # µs per node
+    assert {r.engine for r in _rows(out, ASYNCIO + " (await)")} == {ASYNCIO + " (await)"}
+    _peers_present(out, "chain")
+    assert out.targets[0].what == "lift_graph µs/node"
+
+
+def test_fanout(outcomes: dict[str, Outcome]) -> None:
+    out = _run("fanout", outcomes)
+    _assert_finite(out)
+    for n in TINY.fan_sizes:
+        (mine,) = _rows(out, LIFT, f"fan-out {n}")
+        assert 0 < fig(mine) < 10_000
+        (floor,) = _rows(out, ASYNCIO, f"fan-out {n}")
+        assert fig(floor) > 0
+    (growth,) = _rows(out, LIFT, "fan-out growth")
+    assert 0 < fig(growth) < 100
+    _peers_present(out, "fan-out")
+
+
+def test_unbalanced(outcomes: dict[str, Outcome]) -> None:
+    out = _run("unbalanced", outcomes)
+    _assert_finite(out)
+    for engine in (LIFT, ASYNCIO):
+        (row,) = _rows(out, engine)
+        # Nothing finishes before its longest path; the sleeps are tiny, so allow a lot.
+        assert 0.95 <= fig(row) < 10, row
+        assert row.extra["makespan_s"] >= row.extra["ideal_s"] * 0.95
+
+
+def test_jitter(outcomes: dict[str, Outcome]) -> None:
+    out = _run("jitter", outcomes)
+    _assert_finite(out)
+    for engine in (LIFT, ASYNCIO):
+        (row,) = _rows(out, engine)
+        assert 0.95 <= fig(row) < 10, row
+        assert row.extra["peak"] == TINY.jitter_slots, row
+
+
+def test_greedy_bound_and_sleeps() -> None:
+    assert greedy_bound([1.0, 1.0, 1.0], 2) == 2.0
+    assert greedy_bound([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert greedy_bound([], 8) == 0.0
+    sleeps = sleeps_for(200)
+    assert sleeps == sleeps_for(200), "the sleeps must not depend on the run"
+    assert all(0.010 <= d <= 0.100 for d in sleeps)
+
+
+def test_isolation(outcomes: dict[str, Outcome]) -> None:
+    out = _run("isolation", outcomes)
+    _assert_finite(out)
+    (mine,) = _rows(out, LIFT)
+    assert abs(fig(mine)) < 1000  # ms per node; a difference of medians may dip below 0
+    (deep,) = _rows(out, "copy.deepcopy(state)")
+    assert fig(deep) > 0
+
+
+def test_rpm(outcomes: dict[str, Outcome]) -> None:
+    out = _run("rpm", outcomes)
+    _assert_finite(out)
+    throughput, window = _rows(out, LIFT)
+    assert 0 < fig(throughput) <= 1.0 + 1e-9
+    assert 0 < fig(window) <= TINY.rpm_limit
+
+
+def test_max_in_window() -> None:
+    assert max_in_window([0.0, 0.0, 59.9, 60.0, 120.0]) == 3
+    assert max_in_window([0.0, 60.0, 120.0]) == 1
+    assert max_in_window([]) == 0
+
+
+def test_memory(outcomes: dict[str, Outcome]) -> None:
+    out = _run("memory", outcomes)
+    _assert_finite(out)
+    for engine in (LIFT, ASYNCIO):
+        (row,) = _rows(out, engine)
+        assert 1 < fig(row) < 100_000  # MB
+
+
+def test_check_rejects_a_wrong_answer() -> None:
+    with pytest.raises(BenchmarkError, match="LangGraph: fan-out gave 9"):
+        check(LANGGRAPH, "fan-out", 9, 10)
+
+
+def test_missing_peer_is_a_row_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in ("langgraph", "pydantic_graph") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert "not installed" in (peer_missing(LANGGRAPH, TINY) or "")
+    assert peer_missing(LIFT, TINY) is None
+    out = load("chain")(replace(TINY, reps=1, warmup=0, chain_n=20))
+    for engine in (LANGGRAPH, PYDANTIC_GRAPH):
+        (row,) = [r for r in out.rows if r.engine == engine]
+        assert row.figure is None and "not installed" in row.note
+    assert {t.status for t in out.targets[1:]} == {"SKIP"}
+
+
+def _fake_workload(ok: bool) -> Any:
+    def run(cfg: Config) -> Outcome:
+        out = Outcome()
+        out.add(Row("fake", LIFT, 2.0, "µs"), Row("fake", ASYNCIO, 1.0, "µs"))
+        out.targets.append(Target("fake", "lift_graph µs", 2.0, "<=", 3.0 if ok else 1.0))
+        return out.compare()
+
+    return run
+
+
+@pytest.mark.parametrize(("ok", "flags", "status"), [(True, [], 0), (False, [], 0)])
+def test_exit_status_without_check(
+    monkeypatch: pytest.MonkeyPatch, ok: bool, flags: list[str], status: int
+) -> None:
+    monkeypatch.setattr(bench_run, "load", lambda name: _fake_workload(ok))
+    assert bench_run.main(["--only", "chain", *flags]) == status
+
+
+def test_check_fails_on_a_failed_target(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_run, "load", lambda name: _fake_workload(False))
+    assert bench_run.main(["--only", "chain", "--check"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    monkeypatch.setattr(bench_run, "load", lambda name: _fake_workload(True))
+    assert bench_run.main(["--only", "chain", "--check"]) == 0
+
+
+def test_a_crashing_workload_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(cfg: Config) -> Outcome:
+        raise BenchmarkError("wrong answer")
+
+    monkeypatch.setattr(bench_run, "load", lambda name: boom)
+    assert bench_run.main(["--only", "chain"]) == 2
+
+
+def test_markdown_block_is_rewritten_in_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench_run, "load", lambda name: _fake_workload(True))
+    path = tmp_path / "RESULTS.md"
+    assert bench_run.main(["--quick", "--only", "chain", "--markdown", str(path)]) == 0
+    text = path.read_text(encoding="utf-8")
+    assert bench_run.BEGIN in text and bench_run.END in text
+    assert "python -m benchmarks.run --quick --only chain --markdown" in text
+    assert "cores (os.cpu_count())" in text and "Python 3." in text
+    assert "| fake | lift_graph | 2.00 | µs | 1.00x |" in text
+    path.write_text(text + "\n## Notes kept by hand\n", encoding="utf-8")
+    assert bench_run.main(["--only", "chain", "--markdown", str(path)]) == 0
+    again = path.read_text(encoding="utf-8")
+    assert again.count(bench_run.BEGIN) == 1 and "## Notes kept by hand" in again
+
+
+def test_unknown_workload_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_run.main(["--only", "nope"])
+    assert exc.value.code == 2
