@@ -143,9 +143,22 @@ async def run_node(
                         node=name,
                     ) from None
             guard.check(name)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as raised:
+            task = asyncio.current_task()
+            if isinstance(raised, asyncio.CancelledError):
+                if task is None or task.cancelling():
+                    raise  # a real cancellation of this run / branch: never swallowed
+                # Nobody cancelled us: the node raised CancelledError itself. Left to
+                # propagate it would look like a cancellation to the join, which then
+                # waits for an outcome that never comes; it is the node's failure.
+                exc: Exception = NodeExecutionError(
+                    f"node {name} raised CancelledError although nothing cancelled it; "
+                    "raise an ordinary exception to fail a node",
+                    node=name,
+                )
+                exc.__cause__ = raised
+            else:
+                exc = raised
             error: Exception = exc
             if isinstance(exc, ValidationError):
                 fld = validation_error_field(exc, branch.state)
@@ -176,8 +189,10 @@ async def run_node(
                             provider,
                         )
                     )
-                if error is exc:
+                if error is raised:
                     raise
+                if error is exc:
+                    raise error from raised  # a wrapped CancelledError
                 raise error from exc
             if snapshot is not None:
                 for fname, value in snapshot.items():

@@ -115,7 +115,7 @@ class Fork(Generic[StateT]):
         merge: MergeStrategy = MergeStrategy.ALL_SUCCESS,
         timeout: float | None = None,
         quorum: int | float | None = None,
-        vote_on: Sequence[str] | None = None,
+        vote_on: str | Sequence[str] | None = None,
     ) -> None:
         if isinstance(branches, Mapping):
             self.keys = list(branches.keys())
@@ -146,6 +146,8 @@ class Fork(Generic[StateT]):
         if self.join is JoinStrategy.QUORUM:
             _quorum_size(quorum, len(self.branches))
         self.quorum = quorum
+        if isinstance(vote_on, str):
+            vote_on = (vote_on,)  # one field name, not its letters
         self.vote_on = tuple(vote_on) if vote_on else None
 
     def __len__(self) -> int:

@@ -103,13 +103,9 @@ class ParallelExecutor(Generic[StateT]):
             out, node_ctx, record = await run_node(
                 node, branch, key, settings, join=ctx.join, provenance=provenance, records=records
             )
-        except (Exception, asyncio.CancelledError) as exc:
-            task = asyncio.current_task()
-            if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
-                raise  # this call was cancelled: propagate
-            # Anything else, even a CancelledError the node raised itself while nobody
-            # cancelled this call, is the node's failure: captured, by contract, so a
-            # sibling is never left running behind an escaping exception.
+        except asyncio.CancelledError:
+            raise  # this call was cancelled (run_node turns a node's own into a failure)
+        except Exception as exc:  # noqa: BLE001 - captured per node, by contract
             elapsed = (time.perf_counter() - started) * 1000.0
             attempts = 1
             if records:

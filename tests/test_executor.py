@@ -17,6 +17,7 @@ from lift_graph import (
     End,
     InvalidNodeError,
     MergeStrategy,
+    NodeExecutionError,
     NodeResult,
     NodeTimeoutError,
     ParallelExecutionError,
@@ -467,7 +468,10 @@ async def test_a_node_raising_cancelled_error_itself_is_captured() -> None:
     results = await asyncio.wait_for(
         ex.execute_parallel([CancelsItself(), TrackedNode(1)], make_ctx(deps=tracker)), 5.0
     )
-    assert isinstance(results[0].error, asyncio.CancelledError)
+    # Nobody cancelled the call: the node's own CancelledError is its failure.
+    assert isinstance(results[0].error, NodeExecutionError)
+    assert isinstance(results[0].error.__cause__, asyncio.CancelledError)
+    assert results[0].error.node == "CancelsItself"
     assert results[1].error is None and results[1].value == 1
     assert tracker.current == 0
     assert tracker.done == 1
