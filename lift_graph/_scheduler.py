@@ -14,16 +14,16 @@ or timed-out run leaves no task behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
 from ._joins import JoinTracker, Verdict
-from ._merge import BranchOutcome, apply_sequential, merge_outcomes
+from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcomes
 from ._plan import plan_pipeline
 from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch, reducers_of
-from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
+from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
 from .errors import InvalidReturnError, JoinError, MergeError, UnknownNodeError
 from .node import End, is_node
 
@@ -192,15 +192,22 @@ class Scheduler:
         states: list[Any] = [None] * n
         keep_state = fork.vote_on is not None
         tasks: set[asyncio.Task[Any]] = set()
-        provs: list[Sequence[dict[str, Any]]] = []
+        # Provenance entries of finished branches, flat (branch index, entry): no
+        # per-branch container outlives its branch.
+        prov_index: list[int] = []
+        prov_entries: list[dict[str, Any]] = []
+        launched = 0
         timed_out = False
         if self.emit is not None:
             self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
 
-        def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
+        def on_done(
+            i: int, child: Branch, prov: list[dict[str, Any]], task: asyncio.Task[Any]
+        ) -> None:
             tasks.discard(task)
-            # A tuple of flat dicts is left alone by the cyclic GC; a list is not.
-            provs[i] = tuple(provs[i])
+            for entry in prov:
+                prov_index.append(i)
+                prov_entries.append(entry)
             if statuses[i] is not None:  # already marked timed out
                 if not task.cancelled():
                     task.exception()  # retrieve, so asyncio does not log it
@@ -230,11 +237,11 @@ class Scheduler:
                 for i, (bkey, node) in enumerate(zip(keys, fork.branches, strict=True)):
                     child = Branch.fork(base)
                     prov: list[dict[str, Any]] = []
-                    provs.append(prov)
+                    launched = i + 1
                     task = loop.create_task(
                         self.run_path(node, child, f"{key}/{bkey}/", None, prov)
                     )
-                    task.add_done_callback(partial(on_done, i, child))
+                    task.add_done_callback(partial(on_done, i, child, prov))
                     tasks.add(task)
                     if (i + 1) % _LAUNCH_BATCH == 0 and i + 1 < n:
                         # Let launched branches take their first step before creating
@@ -256,7 +263,7 @@ class Scheduler:
                         if not deadline.expired():
                             raise
                         timed_out = True
-                        for i in range(len(provs)):
+                        for i in range(launched):
                             if statuses[i] is None:
                                 statuses[i] = BranchStatus.FAILED
                                 errors[i] = TimeoutError(
@@ -293,37 +300,47 @@ class Scheduler:
             raise self._join_error(key, join, errors, keys)
         ok = [i for i, s in enumerate(final_status) if s is BranchStatus.SUCCEEDED]
         if ok:
-            outcomes = [
-                BranchOutcome(
-                    key=keys[i],
-                    index=i,
-                    succeeded=final_status[i] is BranchStatus.SUCCEEDED,
-                    value=values[i],
-                    state=states[i],
-                    changes=changes[i] or {},
-                    has_value=True,
-                )
-                for i in range(n)
-            ]
+            reducers = reducers_of(branch.state)
             try:
-                merged = merge_outcomes(
-                    branch.state,
-                    outcomes,
-                    fork.merge,
-                    reducers_of(branch.state),
-                    require_all=False,
-                    vote_fields=fork.vote_on,
-                )
+                if fork.merge is MergeStrategy.ALL_SUCCESS:
+                    # The common case, kept lean for huge forks: only branches that
+                    # wrote something take part, and no per-branch object is built.
+                    writers = [(keys[i], changes[i]) for i in ok if changes[i]]
+                    state, changed = merge_changes(branch.state, writers, reducers)
+                    used: list[int] = ok
+                else:
+                    merged = merge_outcomes(
+                        branch.state,
+                        [
+                            BranchOutcome(
+                                key=keys[i],
+                                index=i,
+                                succeeded=True,
+                                value=values[i],
+                                state=states[i],
+                                changes=changes[i] or {},
+                                has_value=True,
+                            )
+                            for i in ok
+                        ],
+                        fork.merge,
+                        reducers,
+                        require_all=False,
+                        vote_fields=fork.vote_on,
+                    )
+                    state, changed, used = merged.state, merged.changed, merged.used
+                    join.winner = merged.winner
+                    join.agreement = merged.agreement
+                    join.agreement_ratio = merged.agreement_ratio
             except MergeError as exc:
                 exc.join = join
                 raise
-            branch.state = merged.state
-            branch.owned.update(merged.changed)
-            join.winner = merged.winner
-            join.agreement = merged.agreement
-            join.agreement_ratio = merged.agreement_ratio
-            for i in merged.used:
-                provenance.extend(provs[i])
+            branch.state = state
+            branch.owned.update(changed)
+            used_set = set(used)
+            for j in sorted(range(len(prov_index)), key=prov_index.__getitem__):
+                if prov_index[j] in used_set:
+                    provenance.append(prov_entries[j])
         self._emit_join(key, join)
         return join
 
