@@ -168,7 +168,9 @@ class Outcome:
         lift = {r.workload: r.figure for r in self.rows if r.engine == LIFT}
         for r in self.rows:
             base = lift.get(r.workload)
-            if r.figure is not None and base:
+            # A ratio to a figure that is zero or negative (a cost below run-to-run
+            # noise) means nothing: leave the column empty.
+            if r.figure is not None and base is not None and base > 0:
                 r.versus_lift = r.figure / base
         return self
 

@@ -63,7 +63,7 @@ def copy_value(value: Any) -> Any:
     if cls is set:
         return set(value)
     if isinstance(value, BaseModel):
-        clone = value.model_copy()
+        clone = _model_shallow_copy(value)
         d = clone.__dict__
         for k, v in d.items():
             if type(v) not in _ATOMS:
