@@ -143,7 +143,8 @@ collected beside the results with `on_error=CONTINUE`.""",
     if event.kind in ("node_finished", "node_failed"):
         print(f"{event.kind:14} {data['record'].key}")
     elif event.kind == "fork_started":
-        print(f"{event.kind:14} {data['key']}: {data['branches']} branches, join {data['strategy']}")
+        print(f"{event.kind:14} {data['key']}: {data['branches']} "
+              f"branches, join {data['strategy']}")
     elif event.kind == "join_finished":
         print(f"{event.kind:14} {data['key']}: {data['join'].succeeded} succeeded")
     else:
