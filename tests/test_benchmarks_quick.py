@@ -9,7 +9,6 @@ test that must pass on a loaded CI machine.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,8 @@ from typing import Any
 import pytest
 
 # ``benchmarks`` is a directory of the repository, not an installed package: make it
-# importable however pytest was started (``pytest``, ``python -m pytest``, any cwd).
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from benchmarks import run as bench_run  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
+from benchmarks import run as bench_run
+from benchmarks._harness import (
     ASYNCIO,
     LANGGRAPH,
     LIFT,
@@ -36,9 +30,9 @@ from benchmarks._harness import (  # noqa: E402
     check,
     peer_missing,
 )
-from benchmarks.workloads import NAMES, load  # noqa: E402
-from benchmarks.workloads.jitter import greedy_bound, sleeps_for  # noqa: E402
-from benchmarks.workloads.rpm import max_in_window  # noqa: E402
+from benchmarks.workloads import NAMES, load
+from benchmarks.workloads.jitter import greedy_bound, sleeps_for
+from benchmarks.workloads.rpm import max_in_window
 
 TINY = replace(
     Config.quick_mode(),
