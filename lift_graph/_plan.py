@@ -16,6 +16,7 @@ from .blocks import Fork, Pipeline
 from .errors import (
     GraphDefinitionError,
     InvalidNodeError,
+    MissingInputError,
     PipelineCycleError,
     UnknownFieldError,
     UnknownNodeError,
@@ -159,7 +160,8 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
         for attr in ("reads", "writes"):
             for fname in sorted(getattr(cls, attr, None) or ()):
                 if fname not in fields:
-                    raise UnknownFieldError(
+                    error = MissingInputError if attr == "reads" else UnknownFieldError
+                    raise error(
                         f"node {cls.__name__} declares {attr} {fname!r}, but state "
                         f"{state_type.__name__} has no such field (fields: {sorted(fields)})",
                         node=cls.__name__,

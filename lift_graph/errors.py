@@ -15,6 +15,7 @@ Every error the engine raises on purpose is defined here::
     │   ├── InvalidReturnError (TypeError)   `run` returned something unusable
     │   ├── NodeTimeoutError (TimeoutError)  the node's own timeout expired
     │   ├── MissingInputError (KeyError)     a declared input is not in the state
+    │   │                                    (also an UnknownFieldError)
     │   ├── StateValidationError (ValueError) a write fails the state model's validation
     │   └── UndeclaredMutationError          strict mode: a write the node did not declare
     ├── MergeError                           branch states cannot be merged
@@ -88,7 +89,7 @@ class UnknownNodeError(GraphDefinitionError):
 class UnknownFieldError(GraphDefinitionError):
     """A node declares it reads or writes a field the state model does not have."""
 
-    def __init__(self, message: str, *, node: str, field: str) -> None:
+    def __init__(self, message: str, *, node: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.node = node
         self.field = field
@@ -137,7 +138,8 @@ class NodeExecutionError(LiftGraphError):
         self.attempt = attempt
 
     def __str__(self) -> str:
-        base = super().__str__()
+        # The message itself: KeyError (a base of MissingInputError) would repr() it.
+        base = str(self.args[0]) if self.args else ""
         where = [
             f"{name}={value}"
             for name, value in (
@@ -158,12 +160,14 @@ class NodeTimeoutError(NodeExecutionError, TimeoutError):
     """A node did not finish within its class ``timeout``."""
 
 
-class MissingInputError(NodeExecutionError, KeyError):
-    """A declared input (a DSPy signature input, a ``reads`` field) is not in the state."""
+class MissingInputError(NodeExecutionError, UnknownFieldError, KeyError):
+    """A declared input (a DSPy signature input, a ``reads`` field) is not in the state.
 
-    def __str__(self) -> str:
-        # KeyError.__str__ would repr() the message; keep it readable.
-        return NodeExecutionError.__str__(self)
+    Raised by ``Graph(...)`` when the node's state model is known (then it is also
+    an ``UnknownFieldError``, a definition error), else when the node runs.
+    """
+
+    __str__ = NodeExecutionError.__str__  # not KeyError's, which would repr() it
 
 
 class StateValidationError(NodeExecutionError, ValueError):
