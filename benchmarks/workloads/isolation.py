@@ -106,6 +106,22 @@ LIFT_GRAPH: Graph[DocState] = Graph(
 )
 
 
+def _isolation_steps_ms(state: Any, rounds: int = 2000) -> float:
+    """What isolating one node costs on ``state``, timed directly (internal API)."""
+    from lift_graph._state import Branch, NodeGuard
+
+    writes = frozenset({"results"})
+    began = time.perf_counter()
+    for i in range(rounds):
+        branch = Branch.fork(state)
+        branch.own(writes)
+        guard = NodeGuard(branch, writes, strict=False)
+        branch.state.results[f"d{i}"] = "x"
+        guard.check("Worker")
+        branch.changes()
+    return (time.perf_counter() - began) / rounds * 1e3
+
+
 async def _measure(cfg: Config) -> Outcome:
     out = Outcome()
     n, k = cfg.iso_nodes, cfg.iso_docs
@@ -140,6 +156,15 @@ async def _measure(cfg: Config) -> Outcome:
 
     overhead, note = await per_node()
     out.add(Row(wl, LIFT, overhead, UNIT, f"every node declares reads/writes; {note}"))
+    out.add(
+        Row(
+            wl,
+            f"{LIFT} (isolation steps alone)",
+            _isolation_steps_ms(big),
+            UNIT,
+            "info: fork the branch state, own `results`, validate, diff, per node",
+        )
+    )
     plain, note = await per_node(PlainScatter)
     out.add(
         Row(
