@@ -3,6 +3,7 @@
 from ._canonical import canonical_hash as canonical_hash
 from ._canonical import canonical_json as canonical_json
 from ._runner import NodeRecord as NodeRecord
+from .agent_node import AgentNode as AgentNode
 from .blocks import BranchStatus as BranchStatus
 from .blocks import FailureMode as FailureMode
 from .blocks import Fork as Fork
@@ -67,6 +68,7 @@ from .reducers import union as union
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentNode",
     "BaseNode",
     "BranchStatus",
     "Clock",

@@ -205,6 +205,10 @@ class _Rate:
         if self.limit.rpm is not None:
             self.requests.append(now)
 
+    @property
+    def token_total(self) -> int:
+        return self._token_total
+
     def record_tokens(self, now: float, amount: int) -> None:
         if self.limit.tpm is not None and amount > 0:
             self.tokens.append((now, amount))
@@ -279,6 +283,14 @@ class Limits:
     def provider_peak(self, provider: str) -> int:
         slots = self._provider_slots.get(provider)
         return slots.peak if slots else 0
+
+    def tokens_in_window(self, provider: str) -> int:
+        """Tokens charged to ``provider`` within its current window (0 without tpm)."""
+        rate = self._rates.get(provider)
+        if rate is None:
+            return 0
+        rate.wait_time(self.clock.now())  # drops what left the window
+        return rate.token_total
 
     def in_flight(self, provider: str | None = None) -> int:
         slots = self._provider_slots.get(provider) if provider else self._global
