@@ -42,6 +42,7 @@ from .graph import GraphEvent as GraphEvent
 from .graph import RunResult as RunResult
 from .helpers import gather_limited as gather_limited
 from .helpers import par_all as par_all
+from .helpers import par_all_limit as par_all_limit
 from .helpers import run_parallel as run_parallel
 from .limits import Clock as Clock
 from .limits import FakeClock as FakeClock
@@ -130,6 +131,7 @@ __all__ = [
     "merge_dict",
     "min_value",
     "par_all",
+    "par_all_limit",
     "run_parallel",
     "union",
 ]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigurationError, ParallelError, TaskError
 
-__all__ = ["gather_limited", "par_all", "run_parallel"]
+__all__ = ["gather_limited", "par_all", "par_all_limit", "run_parallel"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -190,3 +190,11 @@ async def par_all(*aws: _Item[T]) -> list[T]:
     ``ExceptionGroup`` is raised once nothing is left running.
     """
     return await gather_limited(aws, limit=None)
+
+
+async def par_all_limit(limit: int, *aws: _Item[T]) -> list[T]:
+    """``gather_limited(aws, limit=limit)``: at most ``limit`` in flight, input order.
+
+    :raises ConfigurationError: ``limit < 1``.
+    """
+    return await gather_limited(aws, limit=limit)

@@ -15,7 +15,7 @@ import pytest
 
 import lift_graph.helpers as helpers
 from lift_graph.errors import ConfigurationError, ParallelError, TaskError
-from lift_graph.helpers import gather_limited, par_all, run_parallel
+from lift_graph.helpers import gather_limited, par_all, par_all_limit, run_parallel
 
 # --------------------------------------------------------------------------- run_parallel
 
@@ -410,3 +410,19 @@ async def test_par_all_accepts_awaitables_and_factories_in_order() -> None:
     assert out == [1, 2, 3]
     assert await par_all() == []
     assert await gather_limited([], limit=2) == []
+
+
+@pytest.mark.asyncio
+async def test_par_all_limit_keeps_order_and_the_limit() -> None:
+    in_flight = peak = 0
+
+    async def work(i: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.002 * (6 - i))
+        in_flight -= 1
+        return i
+
+    assert await par_all_limit(2, *(work(i) for i in range(6))) == list(range(6))
+    assert peak == 2
