@@ -270,6 +270,10 @@ class Limits:
             n: _Slots(p.concurrency) for n, p in self.providers.items() if p.concurrency
         }
         self._rates = {n: _Rate(p) for n, p in self.providers.items() if p.rpm is not None or p.tpm}
+        # The counters are plain (not thread-safe) and their waiters are futures of
+        # one loop: remember it while anyone is acquiring or holding a permit.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
 
     def __repr__(self) -> str:
         return f"Limits(max_concurrency={self.max_concurrency}, providers={self.providers})"
@@ -305,10 +309,23 @@ class Limits:
         waiting on its provider's window never blocks another provider's node.
         Cancellation while waiting gives back whatever was taken.
         """
+        loop = asyncio.get_running_loop()
+        if self._users and self._loop is not loop:
+            raise ConfigurationError(
+                f"{self!r} is in use by runs on another event loop (another thread, or a "
+                "run_sync inside Jupyter): share one Limits object between runs of one "
+                "event loop only"
+            )
+        self._loop = loop
+        self._users += 1
         pslots = self._provider_slots.get(provider) if provider else None
         rate = self._rates.get(provider) if provider else None
-        if pslots is not None:
-            await pslots.acquire()
+        try:
+            if pslots is not None:
+                await pslots.acquire()
+        except BaseException:
+            self._users -= 1
+            raise
         try:
             while True:
                 if run_slots is not None:
@@ -335,11 +352,13 @@ class Limits:
         except BaseException:
             if pslots is not None:
                 pslots.release()
+            self._users -= 1
             raise
         return Permit(provider, run_slots, self._global is not None, pslots is not None)
 
     def release(self, permit: Permit, tokens: int = 0) -> None:
         """Give back a permit; ``tokens`` spent are charged to the provider's window."""
+        self._users -= 1
         if permit.global_slot and self._global is not None:
             self._global.release()
         if permit.run_slots is not None:
