@@ -187,3 +187,13 @@ def test_retry_fields() -> None:
 
 def test_package_is_typed() -> None:
     assert (Path(lift_graph.__file__).parent / "py.typed").is_file()
+
+
+def test_every_public_name_is_documented_in_the_api_page() -> None:
+    import pathlib
+
+    import lift_graph
+
+    api = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    missing = [name for name in lift_graph.__all__ if f"`{name}" not in api]
+    assert missing == [], f"add these to docs/api.md: {missing}"
