@@ -21,8 +21,6 @@ from .reducers import Reducer
 
 __all__ = ["BranchOutcome", "MergeOutcome", "apply_sequential", "merge_changes", "merge_outcomes"]
 
-_MISSING = object()
-
 
 @dataclass(slots=True)
 class BranchOutcome:
@@ -130,13 +128,15 @@ def merge_changes(
     :raises MergeError: two branches wrote different values to a field without a
         reducer (and the writes are not list appends or disjoint dict keys).
     """
-    by_field: dict[str, list[tuple[Any, Any]]] = {}
+    # Every branch's `before` of a field is the common base's value: keep the first.
+    by_field: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
     for key, branch_changes in changes:
         for name, change in branch_changes.items():
-            by_field.setdefault(name, []).append((key, change.after))
+            if name not in by_field:
+                by_field[name] = (change.before, [])
+            by_field[name][1].append((key, change.after))
     merged = shallow_copy(base)
-    for name, writes in by_field.items():
-        before = changes_before(changes, name)
+    for name, (before, writes) in by_field.items():
         set_field(merged, name, _merge_field(name, before, writes, reducers.get(name)))
     _mark_set(merged, by_field)
     return merged, set(by_field)
@@ -146,14 +146,6 @@ def _mark_set(state: Any, names: Iterable[str]) -> None:
     """A merged write counts as set: ``model_dump(exclude_unset=True)`` keeps it."""
     if isinstance(state, BaseModel):
         state.__pydantic_fields_set__.update(names)
-
-
-def changes_before(changes: Sequence[tuple[Any, Mapping[str, FieldChange]]], name: str) -> Any:
-    for _, branch_changes in changes:
-        change = branch_changes.get(name)
-        if change is not None:
-            return change.before
-    return None
 
 
 def apply_sequential(

@@ -178,14 +178,11 @@ class PipelinePlan:
     dependents: tuple[tuple[int, ...], ...]
     ancestors: tuple[tuple[int, ...], ...]
     priority: tuple[int, ...]
+    #: position of each member in ``priority`` (computed once, used per completion)
+    rank: tuple[int, ...]
 
     def ready_order(self, ready: Iterable[int]) -> list[int]:
-        rank = self.rank
-        return sorted(ready, key=rank.__getitem__)
-
-    @property
-    def rank(self) -> dict[int, int]:
-        return {m: i for i, m in enumerate(self.priority)}
+        return sorted(ready, key=self.rank.__getitem__)
 
 
 def _depends(
@@ -237,8 +234,11 @@ def plan_pipeline(
         if dependents[i]:
             height[i] = 1 + max(height[j] for j in dependents[i])
     priority = tuple(sorted(range(n), key=lambda i: (-height[i], i)))
+    rank = [0] * n
+    for position, member in enumerate(priority):
+        rank[member] = position
     return PipelinePlan(
-        tuple(deps), tuple(tuple(d) for d in dependents), tuple(ancestors), priority
+        tuple(deps), tuple(tuple(d) for d in dependents), tuple(ancestors), priority, tuple(rank)
     )
 
 

@@ -48,6 +48,10 @@ class NodeRecord(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
 
+    def provenance(self) -> dict[str, Any]:
+        """The entry this execution adds to ``RunContext.provenance``."""
+        return {"node": self.node, "key": self.key, "execution_time_ms": self.execution_time_ms}
+
 
 @dataclass(slots=True)
 class RunSettings:

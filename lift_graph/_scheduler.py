@@ -151,9 +151,7 @@ class Scheduler:
                         {"record": NodeRecord._make(records[-1]) if records else None},
                     )
                 raise
-            provenance.append(
-                {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
-            )
+            provenance.append(record.provenance())
             if emit is not None:
                 emit("node_finished", {"record": record})
             join = None
@@ -375,9 +373,7 @@ class Scheduler:
         out, _, record = await run_node(
             node, child, key, self.settings, provenance=prov, records=self.records
         )
-        prov.append(
-            {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
-        )
+        prov.append(record.provenance())
         if self.emit is not None:
             self.emit("node_finished", {"record": record})
         if out is None:

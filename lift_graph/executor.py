@@ -131,9 +131,7 @@ class ParallelExecutor(Generic[StateT]):
                 base_context=ctx,
                 branch=branch,
             )
-        provenance.append(
-            {"node": record.node, "key": key, "execution_time_ms": record.execution_time_ms}
-        )
+        provenance.append(record.provenance())
         return NodeResult(
             node,
             out,
