@@ -11,12 +11,12 @@ from .blocks import JoinResult as JoinResult
 from .blocks import JoinStrategy as JoinStrategy
 from .blocks import MergeStrategy as MergeStrategy
 from .blocks import Pipeline as Pipeline
-from .determinism import DeterminismError as DeterminismError
 from .determinism import DeterminismReport as DeterminismReport
 from .determinism import check_determinism as check_determinism
 from .determinism import check_determinism_sync as check_determinism_sync
 from .dspy_node import DSPyNode as DSPyNode
 from .errors import ConfigurationError as ConfigurationError
+from .errors import DeterminismError as DeterminismError
 from .errors import GraphDefinitionError as GraphDefinitionError
 from .errors import InvalidNodeError as InvalidNodeError
 from .errors import InvalidReturnError as InvalidReturnError
@@ -31,6 +31,7 @@ from .errors import ParallelExecutionError as ParallelExecutionError
 from .errors import PipelineCycleError as PipelineCycleError
 from .errors import RunTimeoutError as RunTimeoutError
 from .errors import StateValidationError as StateValidationError
+from .errors import StepLimitError as StepLimitError
 from .errors import TaskError as TaskError
 from .errors import UndeclaredMutationError as UndeclaredMutationError
 from .errors import UnknownFieldError as UnknownFieldError
@@ -113,6 +114,7 @@ __all__ = [
     "RunResult",
     "RunTimeoutError",
     "StateValidationError",
+    "StepLimitError",
     "TaskError",
     "UndeclaredMutationError",
     "UnknownFieldError",

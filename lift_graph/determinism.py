@@ -15,23 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_hash
-from .errors import ConfigurationError, LiftGraphError
+from .errors import ConfigurationError, DeterminismError
 from .graph import Graph
 
 __all__ = [
-    "DeterminismError",
     "DeterminismReport",
     "check_determinism",
     "check_determinism_sync",
 ]
-
-
-class DeterminismError(LiftGraphError, AssertionError):
-    """Runs of one graph on one input disagreed; ``report`` says how."""
-
-    def __init__(self, message: str, *, report: DeterminismReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(slots=True)

@@ -22,6 +22,9 @@ Every error the engine raises on purpose is defined here::
     ├── JoinError                            a fork's join failed (keeps finished results)
     ├── ParallelExecutionError               every node of `execute_parallel` failed
     ├── ParallelError                        `run_parallel` tasks failed (sorted TaskErrors)
+    ├── TaskError                            one failed `run_parallel` task (key, type, message)
+    ├── StepLimitError (RecursionError)      a path ran more than `max_steps` nodes
+    ├── DeterminismError (AssertionError)    runs of one graph on one input disagreed
     └── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
 
 Cancellation is never an error here: ``asyncio.CancelledError`` propagates untouched,
@@ -31,15 +34,16 @@ and ``KeyboardInterrupt`` / ``SystemExit`` are never wrapped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .blocks import JoinResult
+    from .determinism import DeterminismReport
     from .node import NodeResult
 
 __all__ = [
     "ConfigurationError",
+    "DeterminismError",
     "GraphDefinitionError",
     "InvalidNodeError",
     "InvalidReturnError",
@@ -54,6 +58,7 @@ __all__ = [
     "PipelineCycleError",
     "RunTimeoutError",
     "StateValidationError",
+    "StepLimitError",
     "TaskError",
     "UndeclaredMutationError",
     "UnknownFieldError",
@@ -231,13 +236,33 @@ class ParallelExecutionError(LiftGraphError):
         self.partial_results = list(partial_results)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskError:
-    """One failed task of ``run_parallel``: its order key, exception type name and message."""
+class TaskError(LiftGraphError):
+    """One failed task of ``run_parallel``: its ``key``, exception type name and message.
 
-    key: Any
-    exc_type: str
-    message: str
+    A record of the failure, not the exception itself (that is kept as the
+    ``ParallelError``'s ``__cause__`` for the first one): it compares by value, so a
+    test can assert the exact ``ParallelError.errors`` list.
+    """
+
+    def __init__(self, key: Any, exc_type: str, message: str) -> None:
+        super().__init__(key, exc_type, message)
+        self.key = key
+        self.exc_type = exc_type
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"task {self.key!r} failed: {self.exc_type}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"TaskError(key={self.key!r}, exc_type={self.exc_type!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskError):
+            return NotImplemented
+        return (self.key, self.exc_type, self.message) == (other.key, other.exc_type, other.message)
+
+    def __hash__(self) -> int:
+        return hash((TaskError, repr(self.key), self.exc_type, self.message))
 
 
 class ParallelError(LiftGraphError):
@@ -256,3 +281,38 @@ class ParallelError(LiftGraphError):
 
 class RunTimeoutError(LiftGraphError, TimeoutError):
     """A whole graph run exceeded the ``timeout`` given to ``Graph.run``."""
+
+
+class StepLimitError(LiftGraphError, RecursionError):
+    """A path ran more than ``max_steps`` node executions without ending.
+
+    ``path`` is the path's key prefix (``""`` for the run's main path, else the fork
+    branch it belongs to), ``node`` the class name and ``node_key`` the key of the last
+    node it ran, ``max_steps`` the limit. Raise the limit with ``graph.run(...,
+    max_steps=N)`` (``None`` disables it) or give the loop an exit.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        node: str,
+        node_key: str,
+        max_steps: int,
+        execution_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.node = node
+        self.node_key = node_key
+        self.max_steps = max_steps
+        self.execution_id = execution_id
+
+
+class DeterminismError(LiftGraphError, AssertionError):
+    """Runs of one graph on one input disagreed; ``report`` says how."""
+
+    def __init__(self, message: str, *, report: DeterminismReport) -> None:
+        super().__init__(message)
+        self.report = report
