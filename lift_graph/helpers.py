@@ -1,9 +1,10 @@
 """Deterministic parallel helpers: a thread-pool fan-out and a bounded ``asyncio`` gather.
 
-``run_parallel`` runs zero-argument thunks (sequentially or on a thread pool) and hands
-their results to ``merge_fn`` in a fixed order, so the aggregate never depends on which
-task finished first. ``gather_limited`` / ``par_all`` are the ``asyncio`` counterparts:
-results come back in input order with at most ``limit`` awaitables in flight.
+``run_parallel`` runs ``(key, thunk)`` tasks (sequentially or on a thread pool) and hands
+the ``(key, result)`` pairs to ``merge_fn`` sorted by ``order_key(key)``, so the aggregate
+never depends on which task finished first. ``gather_limited`` / ``par_all`` are the
+``asyncio`` counterparts: results come back in input order with at most ``limit``
+awaitables in flight.
 """
 
 from __future__ import annotations
@@ -20,106 +21,131 @@ from .errors import ConfigurationError, ParallelError, TaskError
 __all__ = ["gather_limited", "par_all", "par_all_limit", "run_parallel"]
 
 T = TypeVar("T")
+K = TypeVar("K")
 R = TypeVar("R")
+A = TypeVar("A")
 _Item = Callable[[], Awaitable[T]] | Awaitable[T]  # a factory or an awaitable
 
 
-def _identity(index: int) -> int:
-    return index
-
-
-def _check_thunk(index: int, task: object) -> None:
-    """Raise ``TypeError`` naming ``index`` if ``task`` cannot be called without arguments."""
-    if not callable(task):
-        raise TypeError(f"run_parallel: task {index} is not callable: {task!r}")
+def _check_task(index: int, task: object) -> tuple[Any, Callable[[], Any]]:
+    """Unpack one ``(key, thunk)`` pair; ``TypeError`` naming the task if it is unusable."""
+    if not isinstance(task, (tuple, list)) or len(task) != 2:
+        raise TypeError(
+            f"run_parallel: task {index} must be a (key, thunk) pair, got {task!r}; "
+            "write tasks as [(key, lambda k=key: work(k)), ...]"
+        )
+    key, thunk = task
+    if not callable(thunk):
+        raise TypeError(
+            f"run_parallel: the thunk of task {index} (key {key!r}) is not callable: {thunk!r}"
+        )
     try:
-        signature = inspect.signature(task)
+        signature = inspect.signature(thunk)
     except (TypeError, ValueError):
-        return  # not introspectable (some builtins): just call it later
+        return key, thunk  # not introspectable (some builtins): just call it later
     try:
         signature.bind()
     except TypeError as exc:
         raise TypeError(
-            f"run_parallel: task {index} must take no arguments, "
-            f"but its signature is {signature} ({exc})"
+            f"run_parallel: the thunk of task {index} (key {key!r}) must take no arguments, "
+            f"but its signature is {signature} ({exc}); wrap it: lambda k={key!r}: fn(k)"
         ) from None
+    return key, thunk
+
+
+def _submit_order(keys: Sequence[Any], order_key: Callable[[Any], Any]) -> list[int]:
+    """Task indexes sorted by ``(order_key(key), index)``: a stable sort by order key."""
+    ranks = [order_key(key) for key in keys]
+    try:
+        return sorted(range(len(keys)), key=lambda index: (ranks[index], index))
+    except TypeError as exc:
+        raise TypeError(
+            f"run_parallel: order_key must map every task key to mutually comparable "
+            f"values ({exc}); return tuples of one type, e.g. order_key=lambda k: (k,)"
+        ) from exc
+
+
+def _run_all(
+    thunks: Sequence[Callable[[], R]], max_workers: int
+) -> tuple[dict[int, R], dict[int, Exception]]:
+    """Run every thunk to completion; results and ``Exception`` failures by submit index.
+
+    ``KeyboardInterrupt``, ``SystemExit`` and other non-``Exception`` errors propagate.
+    """
+    results: dict[int, R] = {}
+    failures: dict[int, Exception] = {}
+    if max_workers <= 1:
+        for index, thunk in enumerate(thunks):
+            try:
+                results[index] = thunk()
+            except Exception as exc:  # noqa: BLE001 - collected, re-raised in ParallelError
+                failures[index] = exc
+        return results, failures
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(thunks)))
+    try:
+        futures = [pool.submit(thunk) for thunk in thunks]
+        wait(futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for index, future in enumerate(futures):
+        error = future.exception()
+        if error is None:
+            results[index] = future.result()
+        elif isinstance(error, Exception):
+            failures[index] = error
+        else:
+            raise error  # KeyboardInterrupt, SystemExit, ...: never swallowed
+    return results, failures
 
 
 def run_parallel(
-    tasks: Sequence[Callable[[], T]],
+    tasks: Sequence[tuple[K, Callable[[], R]]],
     *,
     max_workers: int,
-    merge_fn: Callable[[list[T]], R],
-    order_key: Callable[[int], Any] | None = None,
-) -> R:
-    """Run every thunk in ``tasks`` and return ``merge_fn(results)``.
+    merge_fn: Callable[[list[tuple[K, R]]], A],
+    order_key: Callable[[K], Any],
+) -> A:
+    """Run every ``(key, thunk)`` task and return ``merge_fn`` of the sorted results.
 
-    ``results`` is ordered by ``(order_key(i), i)`` for submit index ``i`` (``order_key``
-    defaults to the identity), whatever order the tasks finish in. Order keys must be
-    mutually comparable; duplicate keys are broken by submit index.
+    ``merge_fn`` receives the list of ``(key, result)`` pairs sorted by
+    ``order_key(key)``, ties broken by submit index, whatever order the tasks finished
+    in. ``order_key`` maps a task *key* to a total-orderable value (use tuples for
+    multi-field keys).
 
-    ``max_workers <= 1`` (0 and negatives included) runs the tasks in the calling thread,
-    one after another in submit order, without a pool. Otherwise a ``ThreadPoolExecutor``
-    with ``min(max_workers, len(tasks))`` threads runs them. ``tasks == []`` returns
-    ``merge_fn([])``.
+    ``max_workers <= 1`` (0 and negatives included) is the sequential identity path:
+    the thunks run in the calling thread in submit order, then the results are stably
+    sorted. Otherwise a ``ThreadPoolExecutor`` with ``min(max_workers, len(tasks))``
+    threads runs them. ``tasks == []`` returns ``merge_fn([])`` (called once).
 
     Failure:
-        * Before anything runs, a task that is not callable or that requires arguments
-          raises ``TypeError`` naming its index (checked with ``inspect.signature``;
-          tasks whose signature cannot be inspected are simply called). Order keys that
-          raise or cannot be compared also fail here, before any task runs.
-        * If tasks raise ``Exception``, every task still runs to completion; then
-          ``ParallelError`` is raised with one ``TaskError(key, exc_type, message)`` per
-          failure, sorted by ``(order_key, index)``, and ``__cause__`` set to the first
-          one's exception. ``merge_fn`` is not called.
+        * Before anything runs: a task that is not a ``(key, thunk)`` pair raises
+          ``TypeError`` naming its index; a thunk that is not callable or requires
+          arguments raises ``TypeError`` naming its key (checked with
+          ``inspect.signature``; thunks whose signature cannot be inspected are simply
+          called). ``order_key`` values that cannot be compared raise ``TypeError``.
+        * If thunks raise ``Exception``, every task still runs to completion; then
+          ``ParallelError`` is raised with one ``TaskError(key, exc_type, message)``
+          per failure (``key`` is the task's key), sorted by ``order_key(key)`` then
+          submit index, and ``__cause__`` set to the first one's exception.
+          ``merge_fn`` is not called.
         * ``KeyboardInterrupt``, ``SystemExit`` and other non-``Exception`` errors are
           never wrapped: they propagate as they are.
     """
-    tasks = list(tasks)
-    for index, task in enumerate(tasks):
-        _check_thunk(index, task)
-    key_of = order_key if order_key is not None else _identity
-    keys = [key_of(index) for index in range(len(tasks))]
-    order = sorted(range(len(tasks)), key=lambda index: (keys[index], index))
-    if not tasks:
+    pairs = [_check_task(index, task) for index, task in enumerate(tasks)]
+    keys = [key for key, _ in pairs]
+    order = _submit_order(keys, order_key)
+    if not pairs:
         return merge_fn([])
 
-    results: dict[int, T] = {}
-    failures: dict[int, Exception] = {}
-    if max_workers <= 1:
-        for index, task in enumerate(tasks):
-            try:
-                results[index] = task()
-            except Exception as exc:  # noqa: BLE001 - collected, re-raised in ParallelError
-                failures[index] = exc
-    else:
-        pool = ThreadPoolExecutor(max_workers=min(max_workers, len(tasks)))
-        try:
-            futures = [pool.submit(task) for task in tasks]
-            wait(futures)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for index, future in enumerate(futures):
-            error = future.exception()
-            if error is None:
-                results[index] = future.result()
-            elif isinstance(error, Exception):
-                failures[index] = error
-            else:
-                raise error  # KeyboardInterrupt, SystemExit, ...: never swallowed
-
+    results, failures = _run_all([thunk for _, thunk in pairs], max_workers)
     if failures:
         failed = [index for index in order if index in failures]
         errors = [
-            TaskError(
-                key=keys[index],
-                exc_type=type(failures[index]).__name__,
-                message=str(failures[index]),
-            )
+            TaskError(keys[index], type(failures[index]).__name__, str(failures[index]))
             for index in failed
         ]
         raise ParallelError(errors) from failures[failed[0]]
-    return merge_fn([results[index] for index in order])
+    return merge_fn([(keys[index], results[index]) for index in order])
 
 
 def _close_if_coroutine(item: object) -> None:

@@ -14,17 +14,21 @@ from typing import Any, cast
 import pytest
 
 import lift_graph.helpers as helpers
-from lift_graph.errors import ConfigurationError, ParallelError, TaskError
+from lift_graph.errors import ConfigurationError, LiftGraphError, ParallelError, TaskError
 from lift_graph.helpers import gather_limited, par_all, par_all_limit, run_parallel
 
 # --------------------------------------------------------------------------- run_parallel
+
+
+def _by_key(key: Any) -> Any:
+    return key
 
 
 def _sleeper(i: int, seconds: float, done: list[int]) -> Callable[[], int]:
     def task() -> int:
         time.sleep(seconds)
         done.append(i)
-        return i
+        return i * 10
 
     return task
 
@@ -32,28 +36,49 @@ def _sleeper(i: int, seconds: float, done: list[int]) -> Callable[[], int]:
 def test_runtime_skew_does_not_change_merge_order() -> None:
     n = 6
     done: list[int] = []
-    seen: list[list[int]] = []
+    seen: list[list[tuple[str, int]]] = []
     # task i sleeps (n - i) * 10 ms: later tasks finish first
-    tasks = [_sleeper(i, (n - i) * 0.010, done) for i in range(n)]
+    tasks = [(f"k{i}", _sleeper(i, (n - i) * 0.010, done)) for i in range(n)]
 
-    def merge(results: list[int]) -> list[int]:
-        seen.append(results)
-        return results
+    def merge(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        seen.append(pairs)
+        return pairs
 
-    assert run_parallel(tasks, max_workers=n, merge_fn=merge) == list(range(n))
-    assert seen == [list(range(n))]
+    expected = [(f"k{i}", i * 10) for i in range(n)]
+    assert run_parallel(tasks, max_workers=n, merge_fn=merge, order_key=_by_key) == expected
+    assert seen == [expected]
     assert sorted(done) == list(range(n))
     assert done != list(range(n))  # completion order really was skewed
     assert done[0] == n - 1
 
 
-def test_order_key_orders_merge_input() -> None:
-    tasks = [functools.partial(lambda i: i, i) for i in range(5)]
-    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda i: -i)
-    assert out == [4, 3, 2, 1, 0]
-    # duplicate keys: ties broken by submit index
-    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda i: i % 2)
-    assert out == [0, 2, 4, 1, 3]
+def test_order_key_maps_task_keys_not_indexes() -> None:
+    # keys deliberately differ from submit indexes
+    tasks = [(key, functools.partial(lambda k: k * 2, key)) for key in (30, 10, 40, 20)]
+    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=_by_key)
+    assert out == [(10, 20), (20, 40), (30, 60), (40, 80)]
+    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda k: -k)
+    assert out == [(40, 80), (30, 60), (20, 40), (10, 20)]
+    # duplicate order values: ties broken by submit index
+    out = run_parallel(tasks, max_workers=3, merge_fn=list, order_key=lambda k: k % 20)
+    assert out == [(40, 80), (20, 40), (30, 60), (10, 20)]
+
+
+def test_merge_fn_receives_pairs_with_original_keys() -> None:
+    tasks = [
+        ((agent, phase), functools.partial(str.upper, agent))
+        for agent, phase in [("b", 2), ("a", 1), ("b", 1)]
+    ]
+    out = run_parallel(tasks, max_workers=2, merge_fn=list, order_key=lambda k: (k[1], k[0]))
+    assert out == [(("a", 1), "A"), (("b", 1), "B"), (("b", 2), "B")]
+
+
+def test_order_key_is_required() -> None:
+    parameter = inspect.signature(run_parallel).parameters["order_key"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is inspect.Parameter.empty
+    with pytest.raises(TypeError, match="order_key"):
+        cast(Any, run_parallel)([(0, lambda: 0)], max_workers=1, merge_fn=list)
 
 
 def test_max_workers_1_and_8_give_identical_aggregates() -> None:
@@ -67,17 +92,17 @@ def test_max_workers_1_and_8_give_identical_aggregates() -> None:
 
         return task
 
-    tasks = [make(i) for i in range(16)]
-    for key in (None, lambda i: -i, lambda i: i % 3):
+    tasks = [(i, make(i)) for i in range(16)]
+    for key in (_by_key, lambda k: -k, lambda k: k % 3):
         one = run_parallel(tasks, max_workers=1, merge_fn=list, order_key=key)
         eight = run_parallel(tasks, max_workers=8, merge_fn=list, order_key=key)
         assert one == eight
-        assert len(one) == 16
+        assert one == sorted(((i, (i, i * i)) for i in range(16)), key=lambda p: key(p[0]))
 
 
 def _failing_tasks(
     n: int, failing: dict[int, type[Exception]], raised: dict[int, Exception], rng: random.Random
-) -> list[Callable[[], int]]:
+) -> list[tuple[str, Callable[[], int]]]:
     def make(i: int) -> Callable[[], int]:
         delay = rng.uniform(0, 0.003)
 
@@ -91,7 +116,11 @@ def _failing_tasks(
 
         return task
 
-    return [make(i) for i in range(n)]
+    return [(f"t{i}", make(i)) for i in range(n)]
+
+
+def _index_of(key: str) -> int:
+    return int(key[1:])
 
 
 def test_multiple_failures_are_sorted_and_deterministic() -> None:
@@ -101,23 +130,23 @@ def test_multiple_failures_are_sorted_and_deterministic() -> None:
     first: list[TaskError] | None = None
     merge_calls = 0
 
-    def merge(results: list[int]) -> int:
+    def merge(pairs: list[tuple[str, int]]) -> int:
         nonlocal merge_calls
         merge_calls += 1
-        return sum(results)
+        return sum(result for _, result in pairs)
 
     for _ in range(20):
         raised: dict[int, Exception] = {}
         tasks = _failing_tasks(n, failing, raised, rng)
         with pytest.raises(ParallelError) as info:
-            run_parallel(tasks, max_workers=4, merge_fn=merge, order_key=lambda i: -i)
+            run_parallel(tasks, max_workers=4, merge_fn=merge, order_key=lambda k: -_index_of(k))
         errors = info.value.errors
         if first is None:
             first = errors
         assert errors == first
-        # sorted by order key (-i): highest index first
+        # sorted by order key (-index): highest index first; key is the task's key
         assert errors == [
-            TaskError(key=-i, exc_type=failing[i].__name__, message=f"bad {i}")
+            TaskError(key=f"t{i}", exc_type=failing[i].__name__, message=f"bad {i}")
             for i in (8, 7, 4, 1)
         ]
         assert info.value.__cause__ is raised[8]
@@ -125,21 +154,21 @@ def test_multiple_failures_are_sorted_and_deterministic() -> None:
     assert merge_calls == 0
 
 
-def test_failures_with_duplicate_keys_tie_break_by_submit_index() -> None:
+def test_failures_with_duplicate_order_values_tie_break_by_submit_index() -> None:
     n = 6
     failing: dict[int, type[Exception]] = {i: ValueError for i in range(n)}
     for _ in range(5):
         raised: dict[int, Exception] = {}
         tasks = _failing_tasks(n, failing, raised, random.Random())
         with pytest.raises(ParallelError) as info:
-            run_parallel(tasks, max_workers=6, merge_fn=list, order_key=lambda i: i % 2)
+            run_parallel(tasks, max_workers=6, merge_fn=list, order_key=lambda k: _index_of(k) % 2)
         assert [(e.key, e.message) for e in info.value.errors] == [
-            (0, "bad 0"),
-            (0, "bad 2"),
-            (0, "bad 4"),
-            (1, "bad 1"),
-            (1, "bad 3"),
-            (1, "bad 5"),
+            ("t0", "bad 0"),
+            ("t2", "bad 2"),
+            ("t4", "bad 4"),
+            ("t1", "bad 1"),
+            ("t3", "bad 3"),
+            ("t5", "bad 5"),
         ]
         assert info.value.__cause__ is raised[0]
 
@@ -147,14 +176,27 @@ def test_failures_with_duplicate_keys_tie_break_by_submit_index() -> None:
 @pytest.mark.parametrize("max_workers", [1, 0, -5])
 def test_sequential_path_collects_every_failure(max_workers: int) -> None:
     raised: dict[int, Exception] = {}
-    merged: list[list[int]] = []
+    merged: list[list[tuple[str, int]]] = []
     tasks = _failing_tasks(5, {0: ValueError, 3: KeyError}, raised, random.Random(0))
     with pytest.raises(ParallelError) as info:
-        run_parallel(tasks, max_workers=max_workers, merge_fn=merged.append)
-    assert [(e.key, e.exc_type) for e in info.value.errors] == [(0, "ValueError"), (3, "KeyError")]
+        run_parallel(tasks, max_workers=max_workers, merge_fn=merged.append, order_key=_by_key)
+    assert [(e.key, e.exc_type) for e in info.value.errors] == [
+        ("t0", "ValueError"),
+        ("t3", "KeyError"),
+    ]
     assert set(raised) == {0, 3}
     assert info.value.__cause__ is raised[0]
     assert merged == []
+
+
+def test_parallel_error_and_task_error_derive_from_lift_graph_error() -> None:
+    assert issubclass(ParallelError, LiftGraphError)
+    assert issubclass(TaskError, LiftGraphError)
+    tasks = [("only", functools.partial(int, "x"))]
+    with pytest.raises(LiftGraphError) as info:
+        run_parallel(tasks, max_workers=1, merge_fn=list, order_key=_by_key)
+    assert isinstance(info.value, ParallelError)
+    assert all(isinstance(e, LiftGraphError) for e in info.value.errors)
 
 
 @pytest.mark.parametrize("max_workers", [0, -1, -100, 1])
@@ -174,9 +216,10 @@ def test_non_positive_max_workers_is_sequential_in_calling_thread(
 
         return task
 
-    out = run_parallel([make(i) for i in range(6)], max_workers=max_workers, merge_fn=list)
-    assert out == list(range(6))
-    assert [i for i, _ in calls] == list(range(6))  # submit order
+    tasks = [(-i, make(i)) for i in range(6)]
+    out = run_parallel(tasks, max_workers=max_workers, merge_fn=list, order_key=_by_key)
+    assert out == [(-i, i) for i in reversed(range(6))]
+    assert [i for i, _ in calls] == list(range(6))  # run in submit order
     assert {ident for _, ident in calls} == {threading.get_ident()}
 
 
@@ -192,7 +235,8 @@ def test_pool_uses_min_of_max_workers_and_task_count(
         with lock:
             idents.append(threading.get_ident())
 
-    run_parallel([task] * n_tasks, max_workers=max_workers, merge_fn=list)
+    tasks = [(i, task) for i in range(n_tasks)]
+    run_parallel(tasks, max_workers=max_workers, merge_fn=list, order_key=_by_key)
     assert len(idents) == n_tasks
     assert len(set(idents)) == expected
     assert threading.get_ident() not in idents
@@ -202,16 +246,17 @@ def test_pool_uses_min_of_max_workers_and_task_count(
 def test_empty_input_calls_merge_once(max_workers: int) -> None:
     calls: list[list[object]] = []
 
-    def merge(results: list[object]) -> str:
-        calls.append(results)
+    def merge(pairs: list[object]) -> str:
+        calls.append(pairs)
         return "merged"
 
-    assert run_parallel([], max_workers=max_workers, merge_fn=merge) == "merged"
+    out = run_parallel([], max_workers=max_workers, merge_fn=merge, order_key=_by_key)
+    assert out == "merged"
     assert calls == [[]]
 
 
 @pytest.mark.parametrize("max_workers", [0, 4])
-def test_thunk_needing_arguments_raises_type_error_before_running(max_workers: int) -> None:
+def test_thunk_needing_arguments_raises_type_error_naming_key(max_workers: int) -> None:
     ran: list[int] = []
 
     def ok() -> int:
@@ -228,27 +273,52 @@ def test_thunk_needing_arguments_raises_type_error_before_running(max_workers: i
 
     bad_thunks: list[Callable[..., Any]] = [needs_arg, needs_kwarg, lambda y: y]
     for bad in bad_thunks:
-        with pytest.raises(TypeError, match="task 1") as info:
-            run_parallel([ok, bad, ok], max_workers=max_workers, merge_fn=list)
+        tasks = [("a", ok), ("shard-7", bad), ("c", ok)]
+        with pytest.raises(TypeError, match=r"key 'shard-7'\) must take no arguments") as info:
+            run_parallel(tasks, max_workers=max_workers, merge_fn=list, order_key=_by_key)
         assert not isinstance(info.value, ParallelError)
-    with pytest.raises(TypeError, match="task 2 is not callable"):
-        run_parallel(cast(Any, [ok, ok, 42]), max_workers=max_workers, merge_fn=list)
+    with pytest.raises(TypeError, match="task 2 \\(key 'z'\\) is not callable"):
+        tasks_any: Any = [("a", ok), ("b", ok), ("z", 42)]
+        run_parallel(tasks_any, max_workers=max_workers, merge_fn=list, order_key=_by_key)
     assert ran == []
 
     # defaults and bound partials are fine
     def with_default(z: int = 3) -> int:
         return z
 
-    good: list[Callable[[], int]] = [functools.partial(needs_arg, 5), with_default]
-    assert run_parallel(good, max_workers=max_workers, merge_fn=list) == [5, 3]
+    good: list[tuple[int, Callable[[], int]]] = [
+        (0, functools.partial(needs_arg, 5)),
+        (1, with_default),
+    ]
+    out = run_parallel(good, max_workers=max_workers, merge_fn=list, order_key=_by_key)
+    assert out == [(0, 5), (1, 3)]
+
+
+@pytest.mark.parametrize(
+    "bad_task",
+    [lambda: 1, ("only-key",), ("k", lambda: 1, "extra"), "ab", None],
+    ids=["bare-thunk", "1-tuple", "3-tuple", "string", "none"],
+)
+def test_task_that_is_not_a_pair_raises_type_error_naming_index(bad_task: Any) -> None:
+    ran: list[str] = []
+    tasks: Any = [("a", functools.partial(ran.append, "a")), bad_task]
+    with pytest.raises(TypeError, match="task 1 must be a \\(key, thunk\\) pair"):
+        run_parallel(tasks, max_workers=2, merge_fn=list, order_key=_by_key)
+    assert ran == []
+
+
+def test_list_pairs_are_accepted() -> None:
+    tasks: Any = [["a", lambda: 1], ["b", lambda: 2]]
+    out = run_parallel(tasks, max_workers=2, merge_fn=list, order_key=_by_key)
+    assert out == [("a", 1), ("b", 2)]
 
 
 def test_incomparable_order_keys_fail_before_running() -> None:
     ran: list[int] = []
-    tasks = [functools.partial(ran.append, i) for i in range(3)]
     keys: list[object] = [1, "a", None]
-    with pytest.raises(TypeError):
-        run_parallel(tasks, max_workers=2, merge_fn=list, order_key=lambda i: keys[i])
+    tasks = [(key, functools.partial(ran.append, i)) for i, key in enumerate(keys)]
+    with pytest.raises(TypeError, match="mutually comparable"):
+        run_parallel(tasks, max_workers=2, merge_fn=list, order_key=_by_key)
     assert ran == []
 
 
@@ -257,9 +327,10 @@ def test_keyboard_interrupt_is_not_swallowed(max_workers: int) -> None:
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    merged: list[list[None]] = []
+    merged: list[list[tuple[int, None]]] = []
+    tasks = [(0, interrupt), (1, lambda: None)]
     with pytest.raises(KeyboardInterrupt):
-        run_parallel([interrupt, lambda: None], max_workers=max_workers, merge_fn=merged.append)
+        run_parallel(tasks, max_workers=max_workers, merge_fn=merged.append, order_key=_by_key)
     assert merged == []
 
 
