@@ -15,6 +15,7 @@ from .determinism import DeterminismReport as DeterminismReport
 from .determinism import check_determinism as check_determinism
 from .determinism import check_determinism_sync as check_determinism_sync
 from .dspy_node import DSPyNode as DSPyNode
+from .errors import CanonicalizationError as CanonicalizationError
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DeterminismError as DeterminismError
 from .errors import GraphDefinitionError as GraphDefinitionError
@@ -73,6 +74,7 @@ __all__ = [
     "AgentNode",
     "BaseNode",
     "BranchStatus",
+    "CanonicalizationError",
     "Clock",
     "ConfigurationError",
     "DSPyNode",

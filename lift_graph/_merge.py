@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from ._canonical import canonical_hash
 from ._state import FieldChange, field_names, get_field, set_field, shallow_copy
 from .blocks import MergeStrategy
-from .errors import ConfigurationError, MergeError
+from .errors import CanonicalizationError, ConfigurationError, MergeError
 from .reducers import Reducer
 
 __all__ = ["BranchOutcome", "MergeOutcome", "apply_sequential", "merge_changes", "merge_outcomes"]
@@ -241,7 +241,13 @@ def merge_outcomes(
     # i.e. the one holding the lowest branch index.
     counts: dict[str, list[BranchOutcome]] = {}
     for o in ok:
-        counts.setdefault(canonical_hash(_vote_payload(o, vote_fields)), []).append(o)
+        try:
+            vote = canonical_hash(_vote_payload(o, vote_fields))
+        except CanonicalizationError as exc:
+            raise MergeError(
+                f"MAJORITY cannot vote on branch {o.key!r}: {exc}", branches=[o.key]
+            ) from exc
+        counts.setdefault(vote, []).append(o)
     best_hash, group = max(counts.items(), key=lambda kv: len(kv[1]))
     winner = group[0]
     state, changed = merge_changes(base, [(winner.key, winner.changes)], reducers)

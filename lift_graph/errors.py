@@ -25,6 +25,8 @@ Every error the engine raises on purpose is defined here::
     ├── TaskError                            one failed `run_parallel` task (key, type, message)
     ├── StepLimitError (RecursionError)      a path ran more than `max_steps` nodes
     ├── DeterminismError (AssertionError)    runs of one graph on one input disagreed
+    ├── CanonicalizationError (TypeError)    a value to hash (vote, determinism) has no
+    │                                        canonical form
     └── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
 
 Cancellation is never an error here: ``asyncio.CancelledError`` propagates untouched,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from .node import NodeResult
 
 __all__ = [
+    "CanonicalizationError",
     "ConfigurationError",
     "DeterminismError",
     "GraphDefinitionError",
@@ -316,3 +319,18 @@ class DeterminismError(LiftGraphError, AssertionError):
     def __init__(self, message: str, *, report: DeterminismReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class CanonicalizationError(LiftGraphError, TypeError):
+    """A value has no canonical form, so it cannot be hashed for a vote or a comparison.
+
+    ``type_name`` is the offending object's qualified type name and ``path`` where it
+    sits inside the hashed value (``value.answer[2]``). The fix: make the type a
+    dataclass or a pydantic model, convert it to plain data, or vote on fields that
+    have a canonical form.
+    """
+
+    def __init__(self, message: str, *, type_name: str, path: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.path = path
