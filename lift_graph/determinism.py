@@ -2,7 +2,9 @@
 
 Runs a graph many times, cycling through several ``max_concurrency`` values
 (1 is the sequential identity path), and compares the canonical hash of each
-run's output and final state. Use it in tests, or through the pytest plugin's
+run's output and final state. A graph whose runs the engine flags as races
+(``RunResult.deterministic`` False) is never reported deterministic, even when the
+outputs happen to agree. Use it in tests, or through the pytest plugin's
 ``lift_determinism`` fixture.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_hash
-from .errors import ConfigurationError, DeterminismError
+from .errors import CanonicalizationError, ConfigurationError, DeterminismError
 from .graph import Graph
 
 __all__ = [
@@ -25,9 +27,21 @@ __all__ = [
 ]
 
 
+_RACE_CAUSES = (
+    "a race decided a join (JoinStrategy.ANY / FIRST / QUORUM, or a fork timeout that "
+    "fired) or a node class that ran declares deterministic = False"
+)
+
+
 @dataclass(slots=True)
 class DeterminismReport:
-    """What ``check_determinism`` saw over ``runs`` runs."""
+    """What ``check_determinism`` saw over ``runs`` runs.
+
+    ``engine_flagged_runs`` counts the runs whose ``RunResult.deterministic`` was
+    False: the engine knows their result was decided by a race (a join ANY / FIRST /
+    QUORUM, a fork timeout that fired) or by a node class declaring
+    ``deterministic = False``. ``engine_deterministic`` is True when there were none.
+    """
 
     runs: int
     output_hashes: Counter[str] = field(default_factory=Counter)
@@ -35,11 +49,43 @@ class DeterminismReport:
     by_concurrency: dict[int | None, set[str]] = field(default_factory=dict)
     engine_deterministic: bool = True
     first_divergent_run: int | None = None
+    engine_flagged_runs: int = 0
+
+    @property
+    def results_agree(self) -> bool:
+        """One distinct output and one distinct final state across every run."""
+        return len(self.output_hashes) == 1 and len(self.state_hashes) == 1
 
     @property
     def deterministic(self) -> bool:
-        """One distinct output and one distinct final state across every run."""
-        return len(self.output_hashes) == 1 and len(self.state_hashes) == 1
+        """The verdict: every run agreed *and* the engine flagged none as a race.
+
+        Runs of a graph with a race join can agree by chance (every branch returning
+        the same value, or one branch always winning on an idle machine); that proves
+        nothing, so such a graph is never reported deterministic. ``results_agree``
+        still says whether the outputs matched.
+        """
+        return self.results_agree and self.engine_deterministic
+
+    @property
+    def reason(self) -> str | None:
+        """Why the verdict is not deterministic, in words; ``None`` when it is."""
+        causes = []
+        if not self.results_agree:
+            causes.append(
+                f"{len(self.output_hashes)} distinct outputs and {len(self.state_hashes)} "
+                f"distinct final states over {self.runs} runs (first divergence at run "
+                f"{self.first_divergent_run}); a race join, a non-deterministic node or "
+                "list-mode DummyLM are the usual causes"
+            )
+        if not self.engine_deterministic:
+            agreed = " (their outputs agreed, by chance)" if self.results_agree else ""
+            causes.append(
+                f"the engine flagged {self.engine_flagged_runs} of {self.runs} runs as not "
+                f"deterministic{agreed}: {_RACE_CAUSES}; use JoinStrategy.ALL for a "
+                "deterministic result"
+            )
+        return "; ".join(causes) or None
 
     @property
     def agreement(self) -> float:
@@ -50,6 +96,20 @@ class DeterminismReport:
             min(self.output_hashes.most_common(1)[0][1], self.state_hashes.most_common(1)[0][1])
             / self.runs
         )
+
+
+def _hash(value: Any, what: str, run: int) -> str:
+    """``canonical_hash`` whose error says which run and which part could not be hashed."""
+    try:
+        return canonical_hash(value)
+    except CanonicalizationError as exc:
+        path = what + exc.path.removeprefix("value")
+        raise CanonicalizationError(
+            f"check_determinism cannot compare run {run}'s {what}: "
+            f"{str(exc).replace(exc.path, path, 1)}",
+            type_name=exc.type_name,
+            path=path,
+        ) from exc
 
 
 async def check_determinism(
@@ -66,8 +126,14 @@ async def check_determinism(
 
     Run ``i`` uses ``max_concurrency[i % len(max_concurrency)]``. Output and final
     state are compared by canonical hash (sorted-key JSON, stable across processes).
+    The verdict ``report.deterministic`` is False when two runs disagreed *or* when
+    the engine flagged any run as not deterministic (``RunResult.deterministic`` is
+    False: a join ANY / FIRST / QUORUM or a fork timeout decided it), even if every
+    output happened to agree; ``report.reason`` says which.
 
-    :raises DeterminismError: (with ``raise_on_failure``) two runs disagreed.
+    :raises DeterminismError: (with ``raise_on_failure``) the verdict is not
+        deterministic; its message gives ``report.reason``.
+    :raises CanonicalizationError: an output or final state has no canonical form.
     :raises ConfigurationError: ``runs < 1`` or no concurrency values.
     """
     if runs < 1:
@@ -81,23 +147,21 @@ async def check_determinism(
         result = await graph.run(
             copy.deepcopy(start), state=copy.deepcopy(state), max_concurrency=mc, **run_kwargs
         )
-        out_h = canonical_hash(result.output)
-        state_h = canonical_hash(result.state)
+        out_h = _hash(result.output, "output", i)
+        state_h = _hash(result.state, "state", i)
         report.output_hashes[out_h] += 1
         report.state_hashes[state_h] += 1
         report.by_concurrency.setdefault(mc, set()).add(out_h + state_h)
-        report.engine_deterministic &= result.deterministic
+        if not result.deterministic:
+            report.engine_flagged_runs += 1
+            report.engine_deterministic = False
         if first is None:
             first = (out_h, state_h)
         elif (out_h, state_h) != first and report.first_divergent_run is None:
             report.first_divergent_run = i
     if raise_on_failure and not report.deterministic:
         raise DeterminismError(
-            f"graph {graph.name!r} is not deterministic: {len(report.output_hashes)} distinct "
-            f"outputs and {len(report.state_hashes)} distinct final states over {runs} runs "
-            f"(first divergence at run {report.first_divergent_run}); a join ANY / FIRST / "
-            "QUORUM, a non-deterministic node or list-mode DummyLM are the usual causes",
-            report=report,
+            f"graph {graph.name!r} is not deterministic: {report.reason}", report=report
         )
     return report
 

@@ -92,3 +92,123 @@ async def test_plugin_fixture_reads_the_marker(lift_determinism) -> None:  # typ
     assert report.runs == 12
     assert set(report.by_concurrency) == {1, 3}
     assert report.deterministic
+
+
+# --------------------------------------------------------------------------- race joins
+
+
+@dataclass
+class Same(BaseNode[State]):
+    """Every branch returns the same value and writes nothing: a race that agrees."""
+
+    i: int
+
+    async def run(self, ctx: RunContext[State]) -> End[str]:
+        await asyncio.sleep(random.uniform(0, 0.002))
+        return End("same")
+
+
+@dataclass
+class AnyStart(BaseNode[State]):
+    join: JoinStrategy = JoinStrategy.ANY
+
+    async def run(self, ctx: RunContext[State]) -> Fork[State]:
+        quorum = 2 if self.join is JoinStrategy.QUORUM else None
+        return Fork([Same(i) for i in range(4)], then=Distinct(), join=self.join, quorum=quorum)
+
+
+@dataclass
+class Distinct(BaseNode[State]):
+    async def run(self, ctx: RunContext[State]) -> End[list[str]]:
+        assert ctx.join is not None
+        return End(sorted({v for v in ctx.join.results if v is not None}))
+
+
+race_graph = Graph(nodes=[AnyStart, Same, Distinct])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("join", [JoinStrategy.ANY, JoinStrategy.FIRST, JoinStrategy.QUORUM])
+async def test_race_join_whose_outputs_agree_is_not_deterministic(join: JoinStrategy) -> None:
+    report = await check_determinism(
+        race_graph, AnyStart(join), state=State(), runs=12, raise_on_failure=False
+    )
+    assert report.results_agree  # every run gave ["same"] ...
+    assert len(report.output_hashes) == 1
+    assert not report.deterministic  # ... but the engine knows a race decided it
+    assert not report.engine_deterministic
+    assert report.engine_flagged_runs == 12
+    assert report.reason is not None
+    assert "12 of 12 runs" in report.reason
+    assert "JoinStrategy.ANY / FIRST / QUORUM" in report.reason
+    assert "agreed" in report.reason
+
+
+@pytest.mark.asyncio
+async def test_race_join_raises_determinism_error_naming_the_cause() -> None:
+    with pytest.raises(DeterminismError) as info:
+        await check_determinism(race_graph, AnyStart(), state=State(), runs=6)
+    message = str(info.value)
+    assert "not deterministic" in message
+    assert "race" in message and "JoinStrategy.ANY" in message
+    assert "6 of 6 runs" in message
+    assert info.value.report.results_agree
+    assert not info.value.report.deterministic
+
+
+@pytest.mark.asyncio
+async def test_all_join_report_has_no_reason() -> None:
+    report = await check_determinism(graph, Start(), state=State(), runs=8)
+    assert report.deterministic and report.results_agree
+    assert report.engine_flagged_runs == 0
+    assert report.reason is None
+
+
+@dataclass
+class Dice(BaseNode[State]):
+    deterministic = False  # declared: the engine flags every run that uses it
+
+    async def run(self, ctx: RunContext[State]) -> End[int]:
+        return End(4)
+
+
+@pytest.mark.asyncio
+async def test_node_declared_non_deterministic_is_flagged() -> None:
+    dice = Graph(nodes=[Dice])
+    report = await check_determinism(dice, Dice(), state=State(), runs=4, raise_on_failure=False)
+    assert report.results_agree and not report.deterministic
+    assert report.engine_flagged_runs == 4
+    assert report.reason is not None and "deterministic = False" in report.reason
+
+
+def test_determinism_error_lives_in_errors_module() -> None:
+    import lift_graph
+    import lift_graph.determinism
+    import lift_graph.errors
+
+    assert lift_graph.errors.DeterminismError is lift_graph.DeterminismError
+    assert lift_graph.determinism.DeterminismError is lift_graph.errors.DeterminismError
+    assert issubclass(lift_graph.DeterminismError, lift_graph.LiftGraphError)
+    assert issubclass(lift_graph.DeterminismError, AssertionError)
+
+
+class Opaque:
+    pass
+
+
+@dataclass
+class Unhashable(BaseNode[State]):
+    async def run(self, ctx: RunContext[State]) -> End[dict[str, object]]:
+        return End({"answer": Opaque()})
+
+
+@pytest.mark.asyncio
+async def test_output_without_canonical_form_names_run_and_path() -> None:
+    from lift_graph import CanonicalizationError
+
+    with pytest.raises(CanonicalizationError) as info:
+        await check_determinism(Graph(nodes=[Unhashable]), Unhashable(), state=State(), runs=2)
+    assert info.value.path == "output['answer']"
+    assert "run 0's output" in str(info.value)
+    assert "output['answer'] has no canonical form" in str(info.value)
+    assert "0x" not in str(info.value)
