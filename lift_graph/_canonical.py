@@ -3,8 +3,9 @@
 Sets are sorted by their canonical form and mapping keys are sorted, so the
 result depends on neither insertion order nor ``PYTHONHASHSEED``. Only values
 with a canonical form are accepted: JSON scalars, mappings, sequences, sets,
-enums, dataclasses, pydantic models, ``dspy.Example`` / ``dspy.Prediction``, and
-what pydantic can serialize (bytes, datetimes, ``Decimal``, ``UUID``, paths, ...).
+enums, dataclasses, pydantic models, ``dspy.Example`` / ``dspy.Prediction``,
+exceptions (type and arguments), and what pydantic can serialize (bytes,
+datetimes, ``Decimal``, ``UUID``, paths, ...).
 Anything else raises ``CanonicalizationError``: its ``repr`` may hold a memory
 address, which would make equal values hash differently.
 """
@@ -32,7 +33,7 @@ __all__ = ["canonical_hash", "canonical_json", "to_canonical"]
 _FIX = (
     "make it a dataclass or a pydantic model, convert it to plain data (dict, list, "
     "str, numbers) before it is returned or stored, or, in a MAJORITY vote, vote on "
-    "fields that have one (vote_fields)"
+    "state fields that have one (Fork(vote_on=...), merge_states(vote_fields=...))"
 )
 
 
@@ -84,6 +85,8 @@ def _canon(value: Any) -> Any:
         return _canon_set(value)
     if isinstance(value, (list, tuple, collections.deque)):
         return _canon_items(value)
+    if isinstance(value, BaseException):
+        return _canon_exception(value)
     return _canon_other(value)
 
 
@@ -182,6 +185,21 @@ def _canon_set(value: Iterable[Any]) -> list[Any]:
         exc.segments.append("<a set item>")
         raise
     return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+
+
+def _canon_exception(value: BaseException) -> dict[str, Any]:
+    """An exception by its type and arguments (``JoinResult.errors`` holds them).
+
+    Its traceback, cause and notes are left out: they record where it happened,
+    not what it says, and differ between runs that failed alike.
+    """
+    try:
+        args = _canon_items(value.args)
+    except _NoCanonicalForm as exc:
+        exc.segments.append(".args")
+        raise
+    kind = type(value)
+    return {"exception": f"{kind.__module__}.{kind.__qualname__}", "args": args}
 
 
 def _canon_other(value: Any) -> Any:

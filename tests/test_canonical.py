@@ -283,3 +283,15 @@ def test_canonical_module_imports_and_works_without_dspy() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == canonical_hash({"a": [1, 2]})
+
+
+def test_exceptions_by_type_and_arguments() -> None:
+    # a join's errors (JoinResult.errors) can end up in an output or a state
+    assert canonical_hash(ValueError("bad", 1)) == canonical_hash(ValueError("bad", 1))
+    assert canonical_hash(ValueError("bad")) != canonical_hash(KeyError("bad"))
+    assert to_canonical({"b0": TimeoutError()}) == {
+        "b0": {"exception": "builtins.TimeoutError", "args": []}
+    }
+    with pytest.raises(CanonicalizationError) as info:
+        canonical_hash(ValueError(Opaque(1)))
+    assert info.value.path == "value.args[0]"
