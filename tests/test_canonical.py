@@ -248,25 +248,30 @@ print(json.dumps({"hash": canonical_hash(value), "order": list(set(words))}))
 """
 
 
-def _child(seed: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONHASHSEED": seed, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+def _children(*seeds: str) -> list[dict[str, Any]]:
+    """Run the child under each hash seed, concurrently (each imports dspy)."""
     root = str(Path(__file__).resolve().parents[1])
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, root],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, root],
+            env={**os.environ, "PYTHONHASHSEED": seed, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in seeds
+    ]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return outs
 
 
 def test_hash_is_independent_of_pythonhashseed() -> None:
     _dspy()
-    one, other = _child("1"), _child("4242")
+    one, other = _children("1", "4242")
     assert one["order"] != other["order"]  # the seeds really change set order
     assert one["hash"] == other["hash"]
 

@@ -137,7 +137,7 @@ def test_seed_pattern_3_deterministic_failure_surfaces(caplog: pytest.LogCapture
 # --------------------------------------------------------------------------- testing contract
 
 
-def _skewed_tasks(n: int, done: list[str]) -> list[tuple[str, Any]]:
+def _skewed_tasks(n: int, done: list[str], step: float = 0.008) -> list[tuple[str, Any]]:
     def work(key: str, delay: float) -> str:
         time.sleep(delay)
         done.append(key)
@@ -145,7 +145,7 @@ def _skewed_tasks(n: int, done: list[str]) -> list[tuple[str, Any]]:
 
     # keys in reverse submit order, and the first submitted task is the slowest
     return [
-        (f"k{n - i:02d}", (lambda k=f"k{n - i:02d}", d=(n - i) * 0.008: work(k, d)))
+        (f"k{n - i:02d}", (lambda k=f"k{n - i:02d}", d=(n - i) * step: work(k, d)))
         for i in range(n)
     ]
 
@@ -168,7 +168,7 @@ def test_contract_ordering_is_independent_of_completion_under_skew() -> None:
 def test_contract_sequential_equivalence(parallel_workers: int) -> None:
     from lift_graph import run_parallel
 
-    tasks = _skewed_tasks(8, [])
+    tasks = _skewed_tasks(8, [], step=0.002)
     sequential = run_parallel(tasks, max_workers=1, merge_fn=_pairs, order_key=lambda k: (k,))
     threaded = run_parallel(
         tasks, max_workers=parallel_workers, merge_fn=_pairs, order_key=lambda k: (k,)
