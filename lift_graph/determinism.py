@@ -79,11 +79,11 @@ class DeterminismReport:
                 "list-mode DummyLM are the usual causes"
             )
         if not self.engine_deterministic:
-            agreed = " (their outputs agreed, by chance)" if self.results_agree else ""
+            agreed = " (their outputs agreed this time)" if self.results_agree else ""
             causes.append(
                 f"the engine flagged {self.engine_flagged_runs} of {self.runs} runs as not "
-                f"deterministic{agreed}: {_RACE_CAUSES}; use JoinStrategy.ALL for a "
-                "deterministic result"
+                f"deterministic{agreed}: {_RACE_CAUSES}; only joins ALL without a firing "
+                "timeout, over deterministic nodes, give a deterministic result"
             )
         return "; ".join(causes) or None
 
