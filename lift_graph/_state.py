@@ -25,7 +25,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
-from .errors import StateValidationError, UndeclaredMutationError
+from .errors import (
+    InvalidStateError,
+    MissingFieldError,
+    StateValidationError,
+    UncopyableFieldError,
+    UndeclaredMutationError,
+)
 from .reducers import Reducer, as_reducer
 
 __all__ = [
@@ -160,13 +166,60 @@ def _model_shallow_copy(model: BaseModel) -> BaseModel:
 
 
 def shallow_copy(state: Any) -> Any:
+    """A copy whose fields are the same objects (opaque states: a deep copy).
+
+    :raises InvalidStateError: an opaque state (not a model, dataclass or dict) that
+        cannot be deep-copied.
+    """
     if isinstance(state, BaseModel):
         return _model_shallow_copy(state)
     if isinstance(state, dict):
         return dict(state)
-    if dataclasses.is_dataclass(state):
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
         return copy.copy(state)
-    return copy.deepcopy(state)
+    if type(state) in _ATOMS or isinstance(state, type):
+        return state  # immutable (a class is refused where a node gets it)
+    try:
+        return copy.deepcopy(state)
+    except Exception as exc:  # any copy failure means: cannot isolate it
+        raise InvalidStateError(
+            f"the state, a {type(state).__name__}, cannot be copied to isolate branches "
+            f"({type(exc).__name__}: {exc}): use a pydantic model, a dataclass or a dict "
+            "as the state, and put locks, clients and agents in deps "
+            "(graph.run(deps=...), ctx.deps)"
+        ) from exc
+
+
+def _missing_field(node: str, name: str, state: Any) -> InvalidStateError | MissingFieldError:
+    if state is None or type(state) in _ATOMS or isinstance(state, type):
+        shown = f"the class {state.__name__}" if isinstance(state, type) else repr(state)
+        return InvalidStateError(
+            f"node {node} writes field {name!r}, but the state is {shown}: pass an "
+            "instance of the state model (a pydantic model, a dataclass or a dict) as "
+            "graph.run(state=...) / ctx.state",
+            node=node,
+            field=name,
+        )
+    return MissingFieldError(
+        f"node {node} declares writes {name!r}, but the state {type(state).__name__} has no "
+        f"such field (fields: {sorted(field_names(state))}): pass the state model the node "
+        "is written for, or fix its `writes`",
+        node=node,
+        field=name,
+    )
+
+
+def _uncopyable(node: str, name: str, value: Any, exc: Exception | None) -> UncopyableFieldError:
+    why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return UncopyableFieldError(
+        f"node {node} declares it writes state field {name!r}, which holds a "
+        f"{type(value).__name__} that cannot be copied{why}; the engine copies what a node "
+        "writes to isolate it: put locks, HTTP clients and agents in deps "
+        "(graph.run(deps=...), ctx.deps), not in the state, or leave the field out of "
+        "`writes` if the node only uses it",
+        node=node,
+        field=name,
+    )
 
 
 def fingerprint(value: Any) -> bytes:
@@ -197,15 +250,28 @@ class Branch:
     state: Any
     owned: set[str] = field(default_factory=set)
     all_owned: bool = False
+    # Fields that could not be copied (a lock, a client) and so stay shared with
+    # ``base``, like ``deps``: only a node that declares it writes one is refused.
+    shared: set[str] = field(default_factory=set)
 
     @classmethod
     def fork(cls, base: Any) -> Branch:
         return cls(base=base, state=shallow_copy(base))
 
-    def own(self, names: Iterable[str] | None) -> None:
-        """Deep-copy the fields a node may write (``None``: every field)."""
+    def own(self, names: Iterable[str] | None, node: str = "?") -> None:
+        """Deep-copy the fields a node may write (``None``: every field that can be copied).
+
+        :raises MissingFieldError: a name in ``names`` is not a field of the state.
+        :raises InvalidStateError: the state has no fields at all (None, a number).
+        :raises UncopyableFieldError: a field in ``names`` cannot be deep-copied.
+        """
         if self.all_owned:
+            if names is not None and self.shared:
+                for name in names:
+                    if name in self.shared:
+                        raise _uncopyable(node, name, get_field(self.state, name), None)
             return
+        declared = names is not None
         if names is None:
             names = field_names(self.state)
             self.all_owned = True
@@ -213,10 +279,22 @@ class Branch:
         for name in names:
             if name in owned:
                 continue
-            owned.add(name)
-            value = get_field(state, name)
+            try:
+                value = get_field(state, name)
+            except (KeyError, AttributeError):
+                raise _missing_field(node, name, state) from None
             if type(value) not in _ATOMS:
-                set_field(state, name, copy_value(value))
+                try:
+                    value = copy_value(value)
+                except Exception as exc:  # any copy failure means: cannot isolate
+                    if declared:
+                        raise _uncopyable(node, name, value, exc) from exc
+                    # Undeclared writes: share it (as deps are shared); a reassignment is
+                    # still seen by the identity checks.
+                    self.shared.add(name)
+                    continue
+                set_field(state, name, value)
+            owned.add(name)
 
     def changes(self) -> dict[str, FieldChange]:
         """The fields whose value differs from ``base``, with before / after."""
@@ -286,6 +364,29 @@ class NodeGuard:
                     ) from exc
         if reassigned:
             self._branch.owned.update(reassigned)
+            # A reassigned field holds the node's own new object: nothing shared left.
+            self._branch.shared.difference_update(reassigned)
+
+    def rollback(self) -> None:
+        """Put back every field the node reassigned, added or deleted (a failed attempt).
+
+        Only identities: in-place changes to declared writes are undone by the caller
+        from its copies; in-place changes to shared objects are what strict mode
+        reports.
+        """
+        state, before = self._branch.state, self._before
+        if isinstance(state, dict):
+            for name in [n for n in state if n not in before]:
+                del state[name]
+            for name, value in before.items():
+                if name not in state or state[name] is not value:
+                    state[name] = value
+            return
+        current = state.__dict__ if isinstance(state, BaseModel) else None
+        for name, value in before.items():
+            now = current.get(name) if current is not None else getattr(state, name, None)
+            if now is not value:
+                set_field(state, name, value)
 
 
 def _first_error(exc: ValidationError) -> str:
