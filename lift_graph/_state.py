@@ -315,18 +315,26 @@ class Branch:
 class NodeGuard:
     """Checks one node's writes: validation of reassigned and declared fields, strict mode."""
 
-    __slots__ = ("_before", "_fingerprints", "_branch", "_declared")
+    __slots__ = ("_before", "_fingerprints", "_branch", "_declared", "_strict")
 
     def __init__(self, branch: Branch, declared: frozenset[str] | None, strict: bool) -> None:
         self._branch = branch
         self._declared = declared
         names = field_names(branch.state)
         self._before = _snapshot(branch.state, names)
+        self._strict = strict
         self._fingerprints: dict[str, bytes] | None = None
-        if strict and declared is not None:
-            self._fingerprints = {
-                n: fingerprint(v) for n, v in self._before.items() if n not in declared
-            }
+        if strict:
+            before = self._before
+            # Declared writes: every other field is shared. No declared writes: the
+            # branch owns every field it could copy; the uncopyable rest is shared.
+            watched = (
+                [n for n in before if n not in declared]
+                if declared is not None
+                else [n for n in branch.shared if n in before]
+            )
+            if watched:
+                self._fingerprints = {n: fingerprint(before[n]) for n in watched}
 
     def check(self, node_name: str) -> None:
         """:raises StateValidationError: a reassigned field fails validation.
@@ -335,15 +343,16 @@ class NodeGuard:
         # Read-only use: a model's live __dict__ is as good as a copy here.
         after = state.__dict__ if isinstance(state, BaseModel) else _snapshot(state, self._before)
         if self._fingerprints is not None:
-            for name, fp in self._fingerprints.items():
-                if after[name] is not self._before[name] or fingerprint(after[name]) != fp:
-                    raise UndeclaredMutationError(
-                        f"node {node_name} changed state field {name!r}, which is not in "
-                        f"its writes {sorted(self._declared or ())}: declare it in "
-                        "`writes` so the engine isolates it",
-                        node=node_name,
-                        field=name,
-                    )
+            self._check_fingerprints(node_name, after)
+        if self._strict and self._declared is not None and isinstance(state, dict):
+            added = sorted(n for n in state if n not in self._before and n not in self._declared)
+            if added:
+                raise UndeclaredMutationError(
+                    f"node {node_name} added state key {added[0]!r}, which is not in its "
+                    f"writes {sorted(self._declared)}: declare it in `writes`",
+                    node=node_name,
+                    field=added[0],
+                )
         reassigned = [n for n, v in after.items() if v is not self._before[n]]
         if isinstance(state, BaseModel):
             # Reassigned fields, plus the declared writes: those may have changed in
@@ -366,6 +375,31 @@ class NodeGuard:
             self._branch.owned.update(reassigned)
             # A reassigned field holds the node's own new object: nothing shared left.
             self._branch.shared.difference_update(reassigned)
+
+    def _check_fingerprints(self, node_name: str, after: dict[str, Any]) -> None:
+        assert self._fingerprints is not None
+        declared, before = self._declared, self._before
+        for name, fp in self._fingerprints.items():
+            same = after[name] is before[name]
+            if declared is None:
+                # An uncopyable shared field: reassigning it is fine, changing it not.
+                if same and fingerprint(after[name]) != fp:
+                    raise UndeclaredMutationError(
+                        f"node {node_name} changed state field {name!r} in place; its "
+                        f"{type(after[name]).__name__} cannot be copied, so it is shared "
+                        "with the fork's state and every branch: put such objects in deps "
+                        "(graph.run(deps=...), ctx.deps), not in the state",
+                        node=node_name,
+                        field=name,
+                    )
+            elif not same or fingerprint(after[name]) != fp:
+                raise UndeclaredMutationError(
+                    f"node {node_name} changed state field {name!r}, which is not in "
+                    f"its writes {sorted(declared)}: declare it in "
+                    "`writes` so the engine isolates it",
+                    node=node_name,
+                    field=name,
+                )
 
     def rollback(self) -> None:
         """Put back every field the node reassigned, added or deleted (a failed attempt).

@@ -26,6 +26,7 @@ from lift_graph import (
     Retry,
     RunContext,
     UncopyableFieldError,
+    UndeclaredMutationError,
     UnknownFieldError,
 )
 
@@ -353,3 +354,41 @@ async def test_an_opaque_state_that_cannot_be_copied_is_a_named_error() -> None:
     # The context's state is the problem, not one node's: the call itself fails.
     with pytest.raises(InvalidStateError, match="Opaque"):
         await ParallelExecutor().execute_parallel([UsesLock()], _ctx(Opaque()))
+
+
+@pytest.mark.asyncio
+async def test_strict_mode_sees_in_place_changes_of_a_shared_uncopyable_field() -> None:
+    class Locked:
+        """Cannot be copied (holds a lock) and has data a node might change."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.hits: list[int] = []
+
+        def __repr__(self) -> str:
+            return f"Locked(hits={self.hits})"
+
+    class Touches(BaseNode[Any]):
+        async def run(self, ctx: RunContext[Any]) -> End[int]:
+            ctx.state.lock.hits.append(1)  # shared with the caller's state
+            return End(1)
+
+    graph = Graph(nodes=[Touches])
+    with pytest.raises(UndeclaredMutationError, match="deps") as info:
+        await graph.run(Touches(), state=LockModel(lock=Locked()), strict=True)
+    assert (info.value.node, info.value.field) == ("Touches", "lock")
+    assert (await graph.run(Touches(), state=LockModel(lock=Locked()))).output == 1
+
+
+@pytest.mark.asyncio
+async def test_strict_mode_sees_an_undeclared_key_added_to_a_dict_state() -> None:
+    class AddsKey(BaseNode[Any]):
+        writes: ClassVar[frozenset[str] | None] = frozenset({"a"})
+
+        async def run(self, ctx: RunContext[Any]) -> End[int]:
+            ctx.state["a"] = 1
+            ctx.state["b"] = 2
+            return End(1)
+
+    with pytest.raises(UndeclaredMutationError, match="'b'"):
+        await Graph(nodes=[AddsKey]).run(AddsKey(), state={"a": 0}, strict=True)
