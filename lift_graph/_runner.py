@@ -89,15 +89,8 @@ def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, 
     return {n: copy_value(get_field(state, n)) for n in names if n not in branch.shared}
 
 
-#: (node class, state class) pairs whose state type was found right.
-_STATE_OK: set[tuple[type, type]] = set()
-
-
 def check_state(node: Any, state: Any) -> None:
     """:raises InvalidStateError: ``state`` is a class, or not the node's declared model."""
-    key = (type(node), type(state))
-    if key in _STATE_OK:
-        return
     name = type(node).__name__
     if isinstance(state, type):
         raise InvalidStateError(
@@ -113,9 +106,6 @@ def check_state(node: Any, state: Any) -> None:
             "graph.run(state=...) / ctx.state",
             node=name,
         )
-    if len(_STATE_OK) > 4096:  # classes made in a loop: do not keep them all alive
-        _STATE_OK.clear()
-    _STATE_OK.add(key)
 
 
 def _declared_state(cls: type) -> type | None:
@@ -133,14 +123,39 @@ def _short(value: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-def _prepare(node: Any, name: str, branch: Branch, settings: RunSettings) -> None:
-    """The checks before a node's first attempt, then ownership of what it may write."""
-    validate_node_attributes(node)
-    provider: str | None = getattr(node, "provider", None)
-    if settings.limits is not None and provider is not None:
+#: Per node class: its (provider, reads, writes, retry, timeout, state class) last
+#: found valid, so the checks cost one lookup per execution.
+_READY: dict[type, tuple[Any, ...]] = {}
+
+
+def _prepare(node: Any, name: str, branch: Branch, settings: RunSettings) -> tuple[Any, ...]:
+    """The checks before a node's first attempt, then ownership of what it may write.
+
+    Returns the node's ``(provider, reads, writes, retry, timeout, state class)``, read
+    through the instance: a dataclass field may override the class default (one node
+    class serving several providers, say).
+    """
+    values = (
+        getattr(node, "provider", None),
+        getattr(node, "reads", None),
+        getattr(node, "writes", None),
+        getattr(node, "retry", None),
+        getattr(node, "timeout", None),
+        type(branch.state),
+    )
+    ready = _READY.get(type(node))
+    # Tuple equality tries identity first: one C-level pass for the usual case.
+    if values != ready:
+        validate_node_attributes(node)
+        check_state(node, branch.state)
+        if len(_READY) > 4096:  # classes made in a loop: do not keep them all alive
+            _READY.clear()
+        _READY[type(node)] = values
+    provider = values[0]
+    if provider is not None and settings.limits is not None:
         settings.limits.check_provider(provider, name)
-    check_state(node, branch.state)
-    branch.own(getattr(node, "writes", None), name)
+    branch.own(values[2], name)
+    return values
 
 
 def _refused(
@@ -183,18 +198,12 @@ async def run_node(
         ``NodeExecutionError`` gets ``execution_id``, ``node_key`` and ``attempt``.
     """
     name = type(node).__name__
-    # Read through the instance: a dataclass field may override the class default
-    # (one node class serving several providers, say).
-    writes: frozenset[str] | None = getattr(node, "writes", None)
-    retry = getattr(node, "retry", None)
-    timeout: float | None = getattr(node, "timeout", None)
-    provider: str | None = getattr(node, "provider", None)
-    limits = settings.limits
     try:
-        _prepare(node, name, branch, settings)
+        provider, _, writes, retry, timeout, _ = _prepare(node, name, branch, settings)
     except Exception as refused:
-        _refused(refused, key, name, provider, settings, records)
+        _refused(refused, key, name, getattr(node, "provider", None), settings, records)
         raise
+    limits = settings.limits
     ctx: RunContext[Any] = RunContext(
         state=branch.state,
         execution_id=settings.execution_id,

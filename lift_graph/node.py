@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -237,8 +235,8 @@ def check_node(obj: object, where: str) -> None:
 
 #: The engine's node attributes, in the order `validate_node_attributes` reads them.
 _ATTRIBUTES = ("provider", "reads", "writes", "retry", "timeout")
-#: Per class, the attribute values last found valid (compared by identity).
-_VALIDATED: weakref.WeakKeyDictionary[type, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+#: Per class, the attribute values last found valid.
+_VALIDATED: dict[type, tuple[Any, ...]] = {}
 
 
 def validate_node_attributes(node: object) -> None:
@@ -250,10 +248,14 @@ def validate_node_attributes(node: object) -> None:
 
     :raises ConfigurationError: naming the node, the attribute and its value.
     """
-    cls = node if isinstance(node, type) else type(node)
+    cls: type = node if isinstance(node, type) else type(node)
+    is_class = cls is node
     values = tuple(getattr(node, a, None) for a in _ATTRIBUTES)
-    known = _VALIDATED.get(cls)
-    if known is not None and all(map(operator.is_, values, known)):
+    if is_class:
+        # A slotted dataclass field (or a property) is a descriptor on the class:
+        # its value is the instance's, checked when the node runs.
+        values = tuple(None if hasattr(type(v), "__get__") else v for v in values)
+    if values == _VALIDATED.get(cls):  # equal values are just as valid
         return
     provider, reads, writes, retry, timeout = values
     name = cls.__name__
@@ -277,6 +279,8 @@ def validate_node_attributes(node: object) -> None:
         raise _bad_attribute(
             name, "timeout", timeout, "a finite number of seconds > 0, or None for no timeout"
         )
+    if len(_VALIDATED) > 4096:  # classes made in a loop: do not keep them all alive
+        _VALIDATED.clear()
     _VALIDATED[cls] = values
 
 

@@ -290,3 +290,22 @@ async def test_known_providers_and_limits_without_providers_do_not_warn() -> Non
     assert (await Graph(nodes=[Typo]).run(Typo(), state=State(), limits=plain)).output == "ran"
     with pytest.raises(ConfigurationError, match="opnai"):
         await Graph(nodes=[Typo]).run(Typo(), state=State(), limits=Limits(strict=True))
+
+
+@dataclass(slots=True)
+class Slotted(BaseNode[State]):
+    """A slotted dataclass field is a descriptor on the class: checked per instance."""
+
+    timeout: float | None = 5.0  # type: ignore[misc]
+
+    async def run(self, ctx: RunContext[State]) -> End[int]:
+        return End(1)
+
+
+@pytest.mark.asyncio
+async def test_slotted_dataclass_attributes_are_checked_per_instance() -> None:
+    validate_node_attributes(Slotted)  # the class itself holds no value to check
+    graph = Graph(nodes=[Slotted])
+    assert (await graph.run(Slotted(), state=State())).output == 1
+    with pytest.raises(ConfigurationError, match=r"node Slotted: attribute `timeout`"):
+        await graph.run(Slotted(timeout=0.0), state=State())
