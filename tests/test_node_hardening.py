@@ -6,6 +6,7 @@ node runner).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -392,3 +393,23 @@ async def test_strict_mode_sees_an_undeclared_key_added_to_a_dict_state() -> Non
 
     with pytest.raises(UndeclaredMutationError, match="'b'"):
         await Graph(nodes=[AddsKey]).run(AddsKey(), state={"a": 0}, strict=True)
+
+
+@pytest.mark.asyncio
+async def test_a_timed_out_attempt_is_rolled_back_before_the_retry() -> None:
+    @dataclass
+    class Slow(BaseNode[Pair]):
+        writes: ClassVar[frozenset[str] | None] = frozenset({"log"})
+        retry: ClassVar[Retry | None] = Retry(attempts=2, backoff=0.0)
+        timeout: ClassVar[float | None] = 0.2
+
+        async def run(self, ctx: RunContext[Pair]) -> End[int]:
+            ctx.state.log.append(f"attempt {ctx.attempt}")
+            if ctx.attempt == 1:
+                ctx.state.b = 7  # undeclared, then cancelled by the timeout
+                await asyncio.sleep(30)
+            return End(ctx.attempt)
+
+    result = await Graph(nodes=[Slow]).run(Slow(), state=Pair())
+    assert result.output == 2
+    assert result.state.b == 0 and result.state.log == ["attempt 2"]
