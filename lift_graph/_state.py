@@ -190,8 +190,17 @@ def shallow_copy(state: Any) -> Any:
         ) from exc
 
 
+def _has_fields(state: Any) -> bool:
+    """Whether ``state`` can hold named fields: a model, a dict, an object with attributes."""
+    if isinstance(state, (BaseModel, dict)):
+        return True
+    if isinstance(state, type):
+        return False
+    return hasattr(state, "__dict__") or hasattr(type(state), "__slots__")
+
+
 def _missing_field(node: str, name: str, state: Any) -> InvalidStateError | MissingFieldError:
-    if state is None or type(state) in _ATOMS or isinstance(state, type):
+    if not _has_fields(state):
         shown = f"the class {state.__name__}" if isinstance(state, type) else repr(state)
         return InvalidStateError(
             f"node {node} writes field {name!r}, but the state is {shown}: pass an "
@@ -276,6 +285,9 @@ class Branch:
             names = field_names(self.state)
             self.all_owned = True
         state, owned = self.state, self.owned
+        if declared and not _has_fields(state):
+            for name in names:  # ("abc".count is a method, not a field)
+                raise _missing_field(node, name, state)
         for name in names:
             if name in owned:
                 continue

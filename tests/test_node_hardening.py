@@ -62,7 +62,7 @@ class Untyped(BaseNode[Any]):
         return End("ran")
 
 
-WRONG_STATES = [Other(), None, 5, Model, DataState]
+WRONG_STATES = [Other(), None, 5, "count", (1, 2), Model, DataState]
 
 
 def _ctx(state: Any) -> RunContext[Any]:
