@@ -104,7 +104,8 @@ class FakeClock:
 class ProviderLimit:
     """Limits of one provider: concurrent calls, requests and tokens per ``window``.
 
-    :raises ConfigurationError: a limit that is not a positive number.
+    :raises ConfigurationError: a count that is not an int >= 1, a window that is not a
+        finite number > 0.
     """
 
     concurrency: int | None = None
