@@ -21,9 +21,11 @@ from .errors import DeterminismError as DeterminismError
 from .errors import GraphDefinitionError as GraphDefinitionError
 from .errors import InvalidNodeError as InvalidNodeError
 from .errors import InvalidReturnError as InvalidReturnError
+from .errors import InvalidStateError as InvalidStateError
 from .errors import JoinError as JoinError
 from .errors import LiftGraphError as LiftGraphError
 from .errors import MergeError as MergeError
+from .errors import MissingFieldError as MissingFieldError
 from .errors import MissingInputError as MissingInputError
 from .errors import NodeExecutionError as NodeExecutionError
 from .errors import NodeTimeoutError as NodeTimeoutError
@@ -34,9 +36,11 @@ from .errors import RunTimeoutError as RunTimeoutError
 from .errors import StateValidationError as StateValidationError
 from .errors import StepLimitError as StepLimitError
 from .errors import TaskError as TaskError
+from .errors import UncopyableFieldError as UncopyableFieldError
 from .errors import UndeclaredMutationError as UndeclaredMutationError
 from .errors import UnknownFieldError as UnknownFieldError
 from .errors import UnknownNodeError as UnknownNodeError
+from .errors import UnknownProviderWarning as UnknownProviderWarning
 from .errors import WriteConflictError as WriteConflictError
 from .executor import ParallelExecutor as ParallelExecutor
 from .graph import Graph as Graph
@@ -89,6 +93,7 @@ __all__ = [
     "GraphEvent",
     "InvalidNodeError",
     "InvalidReturnError",
+    "InvalidStateError",
     "JoinError",
     "JoinResult",
     "JoinStrategy",
@@ -97,6 +102,7 @@ __all__ = [
     "Limits",
     "MergeError",
     "MergeStrategy",
+    "MissingFieldError",
     "MissingInputError",
     "MonotonicClock",
     "Node",
@@ -118,9 +124,11 @@ __all__ = [
     "StateValidationError",
     "StepLimitError",
     "TaskError",
+    "UncopyableFieldError",
     "UndeclaredMutationError",
     "UnknownFieldError",
     "UnknownNodeError",
+    "UnknownProviderWarning",
     "WriteConflictError",
     "add",
     "append",

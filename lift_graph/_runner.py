@@ -7,13 +7,17 @@ policies. Effects (the clock, the limiter) come in as arguments.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from ._plan import state_type_of
 from ._state import (
     Branch,
     NodeGuard,
@@ -23,11 +27,16 @@ from ._state import (
     set_field,
     validation_error_field,
 )
-from .errors import NodeExecutionError, NodeTimeoutError, StateValidationError
+from .errors import (
+    InvalidStateError,
+    NodeExecutionError,
+    NodeTimeoutError,
+    StateValidationError,
+)
 from .limits import Limits, _Slots
-from .node import RunContext
+from .node import RunContext, validate_node_attributes
 
-__all__ = ["NodeRecord", "RunSettings", "run_node"]
+__all__ = ["NodeRecord", "RunSettings", "check_state", "run_node"]
 
 
 class NodeRecord(NamedTuple):
@@ -68,8 +77,104 @@ class RunSettings:
 
 
 def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
-    names = field_names(branch.state) if writes is None else writes
-    return {n: copy_value(get_field(branch.state, n)) for n in names}
+    """Copies of what an attempt may change in place: the fields the branch owns for it.
+
+    Fields not owned (shared with the fork's state, or uncopyable) are not copied: an
+    attempt may only reassign them, which ``NodeGuard.rollback`` undoes.
+    """
+    state = branch.state
+    names: Iterable[str] = field_names(state) if writes is None else writes
+    if isinstance(state, dict):
+        names = [n for n in names if n in state]  # keys an attempt adds are removed
+    return {n: copy_value(get_field(state, n)) for n in names if n not in branch.shared}
+
+
+def check_state(node: Any, state: Any) -> None:
+    """:raises InvalidStateError: ``state`` is a class, or not the node's declared model."""
+    name = type(node).__name__
+    if isinstance(state, type):
+        raise InvalidStateError(
+            f"node {name} got the class {state.__name__} as its state, not an instance: "
+            f"pass {state.__name__}(...) as graph.run(state=...) / ctx.state",
+            node=name,
+        )
+    declared = _declared_state(type(node))
+    if declared is not None and not isinstance(state, declared):
+        raise InvalidStateError(
+            f"node {name} works on {declared.__name__} states (BaseNode[{declared.__name__}]), "
+            f"but got {type(state).__name__} {_short(state)}: pass a {declared.__name__} as "
+            "graph.run(state=...) / ctx.state",
+            node=name,
+        )
+
+
+def _declared_state(cls: type) -> type | None:
+    """The node's ``BaseNode[State]`` when an ``isinstance`` check of it is meaningful."""
+    declared = state_type_of(cls)
+    if declared is None or typing.get_origin(declared) is not None:
+        return None
+    if declared is dict or issubclass(declared, BaseModel) or dataclasses.is_dataclass(declared):
+        return declared
+    return None  # a protocol, a TypedDict, a plain class: duck-typed, not checked
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+#: Per node class: its (provider, reads, writes, retry, timeout, state class) last
+#: found valid, so the checks cost one lookup per execution.
+_READY: dict[type, tuple[Any, ...]] = {}
+
+
+def _prepare(node: Any, name: str, branch: Branch, settings: RunSettings) -> tuple[Any, ...]:
+    """The checks before a node's first attempt, then ownership of what it may write.
+
+    Returns the node's ``(provider, reads, writes, retry, timeout, state class)``, read
+    through the instance: a dataclass field may override the class default (one node
+    class serving several providers, say).
+    """
+    values = (
+        getattr(node, "provider", None),
+        getattr(node, "reads", None),
+        getattr(node, "writes", None),
+        getattr(node, "retry", None),
+        getattr(node, "timeout", None),
+        type(branch.state),
+    )
+    ready = _READY.get(type(node))
+    # Tuple equality tries identity first: one C-level pass for the usual case.
+    if values != ready:
+        validate_node_attributes(node)
+        check_state(node, branch.state)
+        if len(_READY) > 4096:  # classes made in a loop: do not keep them all alive
+            _READY.clear()
+        _READY[type(node)] = values
+    provider = values[0]
+    if provider is not None and settings.limits is not None:
+        settings.limits.check_provider(provider, name)
+    branch.own(values[2], name)
+    return values
+
+
+def _refused(
+    exc: Exception,
+    key: str,
+    name: str,
+    provider: str | None,
+    settings: RunSettings,
+    records: list[tuple[Any, ...]] | None,
+) -> None:
+    """Record a node refused before its first attempt (``attempts`` 0, no time)."""
+    if isinstance(exc, NodeExecutionError):
+        exc.execution_id = settings.execution_id
+        exc.node_key = key
+        if exc.node is None:
+            exc.node = name
+    if records is not None:
+        now = time.perf_counter()
+        records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
 
 
 async def run_node(
@@ -93,14 +198,12 @@ async def run_node(
         ``NodeExecutionError`` gets ``execution_id``, ``node_key`` and ``attempt``.
     """
     name = type(node).__name__
-    # Read through the instance: a dataclass field may override the class default
-    # (one node class serving several providers, say).
-    writes: frozenset[str] | None = getattr(node, "writes", None)
-    retry = getattr(node, "retry", None)
-    timeout: float | None = getattr(node, "timeout", None)
-    provider: str | None = getattr(node, "provider", None)
+    try:
+        provider, _, writes, retry, timeout, _ = _prepare(node, name, branch, settings)
+    except Exception as refused:
+        _refused(refused, key, name, getattr(node, "provider", None), settings, records)
+        raise
     limits = settings.limits
-    branch.own(writes)
     ctx: RunContext[Any] = RunContext(
         state=branch.state,
         execution_id=settings.execution_id,
@@ -128,6 +231,7 @@ async def run_node(
         began = time.perf_counter()
         if started is None:
             started = began
+        guard: NodeGuard | None = None
         try:
             guard = NodeGuard(branch, writes, settings.strict)
             if timeout is None:
@@ -198,6 +302,11 @@ async def run_node(
                 if error is exc:
                     raise error from raised  # a wrapped CancelledError
                 raise error from exc
+            # Undo everything the attempt changed before the next one: reassigned,
+            # added or deleted fields (even undeclared ones), then in-place changes of
+            # the fields it owns, from their copies.
+            if guard is not None:
+                guard.rollback()
             if snapshot is not None:
                 for fname, value in snapshot.items():
                     set_field(branch.state, fname, copy_value(value))

@@ -25,7 +25,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
-from .errors import StateValidationError, UndeclaredMutationError
+from .errors import (
+    InvalidStateError,
+    MissingFieldError,
+    StateValidationError,
+    UncopyableFieldError,
+    UndeclaredMutationError,
+)
 from .reducers import Reducer, as_reducer
 
 __all__ = [
@@ -160,13 +166,69 @@ def _model_shallow_copy(model: BaseModel) -> BaseModel:
 
 
 def shallow_copy(state: Any) -> Any:
+    """A copy whose fields are the same objects (opaque states: a deep copy).
+
+    :raises InvalidStateError: an opaque state (not a model, dataclass or dict) that
+        cannot be deep-copied.
+    """
     if isinstance(state, BaseModel):
         return _model_shallow_copy(state)
     if isinstance(state, dict):
         return dict(state)
-    if dataclasses.is_dataclass(state):
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
         return copy.copy(state)
-    return copy.deepcopy(state)
+    if type(state) in _ATOMS or isinstance(state, type):
+        return state  # immutable (a class is refused where a node gets it)
+    try:
+        return copy.deepcopy(state)
+    except Exception as exc:  # any copy failure means: cannot isolate it
+        raise InvalidStateError(
+            f"the state, a {type(state).__name__}, cannot be copied to isolate branches "
+            f"({type(exc).__name__}: {exc}): use a pydantic model, a dataclass or a dict "
+            "as the state, and put locks, clients and agents in deps "
+            "(graph.run(deps=...), ctx.deps)"
+        ) from exc
+
+
+def _has_fields(state: Any) -> bool:
+    """Whether ``state`` can hold named fields: a model, a dict, an object with attributes."""
+    if isinstance(state, (BaseModel, dict)):
+        return True
+    if isinstance(state, type):
+        return False
+    return hasattr(state, "__dict__") or hasattr(type(state), "__slots__")
+
+
+def _missing_field(node: str, name: str, state: Any) -> InvalidStateError | MissingFieldError:
+    if not _has_fields(state):
+        shown = f"the class {state.__name__}" if isinstance(state, type) else repr(state)
+        return InvalidStateError(
+            f"node {node} writes field {name!r}, but the state is {shown}: pass an "
+            "instance of the state model (a pydantic model, a dataclass or a dict) as "
+            "graph.run(state=...) / ctx.state",
+            node=node,
+            field=name,
+        )
+    return MissingFieldError(
+        f"node {node} declares writes {name!r}, but the state {type(state).__name__} has no "
+        f"such field (fields: {sorted(field_names(state))}): pass the state model the node "
+        "is written for, or fix its `writes`",
+        node=node,
+        field=name,
+    )
+
+
+def _uncopyable(node: str, name: str, value: Any, exc: Exception | None) -> UncopyableFieldError:
+    why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return UncopyableFieldError(
+        f"node {node} declares it writes state field {name!r}, which holds a "
+        f"{type(value).__name__} that cannot be copied{why}; the engine copies what a node "
+        "writes to isolate it: put locks, HTTP clients and agents in deps "
+        "(graph.run(deps=...), ctx.deps), not in the state, or leave the field out of "
+        "`writes` if the node only uses it",
+        node=node,
+        field=name,
+    )
 
 
 def fingerprint(value: Any) -> bytes:
@@ -197,26 +259,54 @@ class Branch:
     state: Any
     owned: set[str] = field(default_factory=set)
     all_owned: bool = False
+    # Fields that could not be copied (a lock, a client) and so stay shared with
+    # ``base``, like ``deps``: only a node that declares it writes one is refused.
+    shared: set[str] = field(default_factory=set)
 
     @classmethod
     def fork(cls, base: Any) -> Branch:
         return cls(base=base, state=shallow_copy(base))
 
-    def own(self, names: Iterable[str] | None) -> None:
-        """Deep-copy the fields a node may write (``None``: every field)."""
+    def own(self, names: Iterable[str] | None, node: str = "?") -> None:
+        """Deep-copy the fields a node may write (``None``: every field that can be copied).
+
+        :raises MissingFieldError: a name in ``names`` is not a field of the state.
+        :raises InvalidStateError: the state has no fields at all (None, a number).
+        :raises UncopyableFieldError: a field in ``names`` cannot be deep-copied.
+        """
         if self.all_owned:
+            if names is not None and self.shared:
+                for name in names:
+                    if name in self.shared:
+                        raise _uncopyable(node, name, get_field(self.state, name), None)
             return
+        declared = names is not None
         if names is None:
             names = field_names(self.state)
             self.all_owned = True
         state, owned = self.state, self.owned
+        if declared and not _has_fields(state):
+            for name in names:  # ("abc".count is a method, not a field)
+                raise _missing_field(node, name, state)
         for name in names:
             if name in owned:
                 continue
-            owned.add(name)
-            value = get_field(state, name)
+            try:
+                value = get_field(state, name)
+            except (KeyError, AttributeError):
+                raise _missing_field(node, name, state) from None
             if type(value) not in _ATOMS:
-                set_field(state, name, copy_value(value))
+                try:
+                    value = copy_value(value)
+                except Exception as exc:  # any copy failure means: cannot isolate
+                    if declared:
+                        raise _uncopyable(node, name, value, exc) from exc
+                    # Undeclared writes: share it (as deps are shared); a reassignment is
+                    # still seen by the identity checks.
+                    self.shared.add(name)
+                    continue
+                set_field(state, name, value)
+            owned.add(name)
 
     def changes(self) -> dict[str, FieldChange]:
         """The fields whose value differs from ``base``, with before / after."""
@@ -237,18 +327,26 @@ class Branch:
 class NodeGuard:
     """Checks one node's writes: validation of reassigned and declared fields, strict mode."""
 
-    __slots__ = ("_before", "_fingerprints", "_branch", "_declared")
+    __slots__ = ("_before", "_fingerprints", "_branch", "_declared", "_strict")
 
     def __init__(self, branch: Branch, declared: frozenset[str] | None, strict: bool) -> None:
         self._branch = branch
         self._declared = declared
         names = field_names(branch.state)
         self._before = _snapshot(branch.state, names)
+        self._strict = strict
         self._fingerprints: dict[str, bytes] | None = None
-        if strict and declared is not None:
-            self._fingerprints = {
-                n: fingerprint(v) for n, v in self._before.items() if n not in declared
-            }
+        if strict:
+            before = self._before
+            # Declared writes: every other field is shared. No declared writes: the
+            # branch owns every field it could copy; the uncopyable rest is shared.
+            watched = (
+                [n for n in before if n not in declared]
+                if declared is not None
+                else [n for n in branch.shared if n in before]
+            )
+            if watched:
+                self._fingerprints = {n: fingerprint(before[n]) for n in watched}
 
     def check(self, node_name: str) -> None:
         """:raises StateValidationError: a reassigned field fails validation.
@@ -257,15 +355,16 @@ class NodeGuard:
         # Read-only use: a model's live __dict__ is as good as a copy here.
         after = state.__dict__ if isinstance(state, BaseModel) else _snapshot(state, self._before)
         if self._fingerprints is not None:
-            for name, fp in self._fingerprints.items():
-                if after[name] is not self._before[name] or fingerprint(after[name]) != fp:
-                    raise UndeclaredMutationError(
-                        f"node {node_name} changed state field {name!r}, which is not in "
-                        f"its writes {sorted(self._declared or ())}: declare it in "
-                        "`writes` so the engine isolates it",
-                        node=node_name,
-                        field=name,
-                    )
+            self._check_fingerprints(node_name, after)
+        if self._strict and self._declared is not None and isinstance(state, dict):
+            added = sorted(n for n in state if n not in self._before and n not in self._declared)
+            if added:
+                raise UndeclaredMutationError(
+                    f"node {node_name} added state key {added[0]!r}, which is not in its "
+                    f"writes {sorted(self._declared)}: declare it in `writes`",
+                    node=node_name,
+                    field=added[0],
+                )
         reassigned = [n for n, v in after.items() if v is not self._before[n]]
         if isinstance(state, BaseModel):
             # Reassigned fields, plus the declared writes: those may have changed in
@@ -286,6 +385,54 @@ class NodeGuard:
                     ) from exc
         if reassigned:
             self._branch.owned.update(reassigned)
+            # A reassigned field holds the node's own new object: nothing shared left.
+            self._branch.shared.difference_update(reassigned)
+
+    def _check_fingerprints(self, node_name: str, after: dict[str, Any]) -> None:
+        assert self._fingerprints is not None
+        declared, before = self._declared, self._before
+        for name, fp in self._fingerprints.items():
+            same = after[name] is before[name]
+            if declared is None:
+                # An uncopyable shared field: reassigning it is fine, changing it not.
+                if same and fingerprint(after[name]) != fp:
+                    raise UndeclaredMutationError(
+                        f"node {node_name} changed state field {name!r} in place; its "
+                        f"{type(after[name]).__name__} cannot be copied, so it is shared "
+                        "with the fork's state and every branch: put such objects in deps "
+                        "(graph.run(deps=...), ctx.deps), not in the state",
+                        node=node_name,
+                        field=name,
+                    )
+            elif not same or fingerprint(after[name]) != fp:
+                raise UndeclaredMutationError(
+                    f"node {node_name} changed state field {name!r}, which is not in "
+                    f"its writes {sorted(declared)}: declare it in "
+                    "`writes` so the engine isolates it",
+                    node=node_name,
+                    field=name,
+                )
+
+    def rollback(self) -> None:
+        """Put back every field the node reassigned, added or deleted (a failed attempt).
+
+        Only identities: in-place changes to declared writes are undone by the caller
+        from its copies; in-place changes to shared objects are what strict mode
+        reports.
+        """
+        state, before = self._branch.state, self._before
+        if isinstance(state, dict):
+            for name in [n for n in state if n not in before]:
+                del state[name]
+            for name, value in before.items():
+                if name not in state or state[name] is not value:
+                    state[name] = value
+            return
+        current = state.__dict__ if isinstance(state, BaseModel) else None
+        for name, value in before.items():
+            now = current.get(name) if current is not None else getattr(state, name, None)
+            if now is not value:
+                set_field(state, name, value)
 
 
 def _first_error(exc: ValidationError) -> str:

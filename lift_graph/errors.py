@@ -17,7 +17,11 @@ Every error the engine raises on purpose is defined here::
     │   ├── MissingInputError (KeyError)     a declared input is not in the state
     │   │                                    (also an UnknownFieldError)
     │   ├── StateValidationError (ValueError) a write fails the state model's validation
-    │   └── UndeclaredMutationError          strict mode: a write the node did not declare
+    │   ├── UndeclaredMutationError          strict mode: a write the node did not declare
+    │   ├── InvalidStateError (TypeError)    the state is not what the node works on
+    │   │   └── UncopyableFieldError         a field the node writes cannot be copied
+    │   └── MissingFieldError                a declared write is not a field of the state
+    │                                        (also an UnknownFieldError)
     ├── MergeError                           branch states cannot be merged
     ├── JoinError                            a fork's join failed (keeps finished results)
     ├── ParallelExecutionError               every node of `execute_parallel` failed
@@ -28,6 +32,10 @@ Every error the engine raises on purpose is defined here::
     ├── CanonicalizationError (TypeError)    a value to hash (vote, determinism) has no
     │                                        canonical form
     └── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
+
+Warnings (``UserWarning`` subclasses, not errors)::
+
+    UnknownProviderWarning                   a node's provider is not in Limits.providers
 
 Cancellation is never an error here: ``asyncio.CancelledError`` propagates untouched,
 and ``KeyboardInterrupt`` / ``SystemExit`` are never wrapped.
@@ -50,9 +58,11 @@ __all__ = [
     "GraphDefinitionError",
     "InvalidNodeError",
     "InvalidReturnError",
+    "InvalidStateError",
     "JoinError",
     "LiftGraphError",
     "MergeError",
+    "MissingFieldError",
     "MissingInputError",
     "NodeExecutionError",
     "NodeTimeoutError",
@@ -63,9 +73,11 @@ __all__ = [
     "StateValidationError",
     "StepLimitError",
     "TaskError",
+    "UncopyableFieldError",
     "UndeclaredMutationError",
     "UnknownFieldError",
     "UnknownNodeError",
+    "UnknownProviderWarning",
     "WriteConflictError",
 ]
 
@@ -184,6 +196,31 @@ class StateValidationError(NodeExecutionError, ValueError):
 
 class UndeclaredMutationError(NodeExecutionError):
     """Strict mode: a node changed a state field it did not declare in ``writes``."""
+
+
+class InvalidStateError(NodeExecutionError, TypeError):
+    """The state given to a run is not what the node works on.
+
+    Another model than the node's ``BaseNode[State]``, a class instead of an
+    instance, or ``None`` / a number where the node reads or writes fields.
+    """
+
+
+class UncopyableFieldError(InvalidStateError):
+    """A state field the node declares in ``writes`` cannot be deep-copied.
+
+    The engine isolates what a node writes by copying it; locks, HTTP clients and
+    agents cannot be copied. Such objects belong in ``deps`` (``graph.run(deps=...)``,
+    ``ctx.deps``), not in the state. ``field`` names the field.
+    """
+
+
+class MissingFieldError(NodeExecutionError, UnknownFieldError):
+    """A node declares it writes a field the state does not have (found at run time).
+
+    ``Graph(...)`` raises ``UnknownFieldError`` for this when the node's state model
+    is known; an untyped node finds out when it runs.
+    """
 
 
 class MergeError(LiftGraphError):
@@ -334,3 +371,11 @@ class CanonicalizationError(LiftGraphError, TypeError):
         super().__init__(message)
         self.type_name = type_name
         self.path = path
+
+
+class UnknownProviderWarning(UserWarning):
+    """A node's ``provider`` is not in ``Limits.providers``: it runs without provider limits.
+
+    Issued once per ``Limits`` object and provider name; ``Limits(strict=True)``
+    raises ``ConfigurationError`` instead.
+    """

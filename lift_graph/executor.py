@@ -88,6 +88,8 @@ class ParallelExecutor(Generic[StateT]):
         ``ctx`` and its state are left unchanged. Cancellation propagates.
 
         :raises InvalidNodeError: ``node`` is not a node.
+        :raises ConfigurationError: one of the node's attributes is invalid.
+        :raises InvalidStateError: ``ctx.state`` cannot be copied to isolate the node.
         """
         check_node(node, "execute_single_with_isolation")
         return await self._run_one(node, ctx, key or f"0.{type(node).__name__}")
@@ -153,6 +155,11 @@ class ParallelExecutor(Generic[StateT]):
         cancels every node and waits for them.
 
         :raises InvalidNodeError: an element of ``nodes`` is not a node.
+        :raises ConfigurationError: a node's ``timeout`` / ``retry`` / ``provider`` /
+            ``reads`` / ``writes`` attribute is invalid.
+        :raises InvalidStateError: ``ctx.state`` cannot be copied to isolate the nodes
+            (an opaque object holding a lock, say). A state that does not fit one node
+            (another model, None, a missing written field) is that node's error.
         :raises ParallelExecutionError: every node failed (``partial_results`` holds
             all results, ``failed_nodes`` the nodes).
         """

@@ -20,12 +20,14 @@ import asyncio
 import heapq
 import itertools
 import time
+import warnings
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .errors import ConfigurationError
+from ._config import check_count, check_number
+from .errors import ConfigurationError, UnknownProviderWarning
 
 __all__ = [
     "Clock",
@@ -102,7 +104,8 @@ class FakeClock:
 class ProviderLimit:
     """Limits of one provider: concurrent calls, requests and tokens per ``window``.
 
-    :raises ConfigurationError: a limit that is not a positive number.
+    :raises ConfigurationError: a count that is not an int >= 1, a window that is not a
+        finite number > 0.
     """
 
     concurrency: int | None = None
@@ -112,13 +115,8 @@ class ProviderLimit:
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise ConfigurationError(
-                    f"ProviderLimit.{name} must be a positive int or None, got {value!r}"
-                )
-        if not self.window > 0:
-            raise ConfigurationError(f"ProviderLimit.window must be > 0, got {self.window!r}")
+            check_count(f"ProviderLimit.{name}", getattr(self, name))
+        check_number("ProviderLimit.window", self.window, strictly_above=True)
 
 
 class _Slots:
@@ -240,7 +238,12 @@ class Limits:
     object; ``providers`` maps a node's ``provider`` class attribute to its
     ``ProviderLimit``. Share one object between runs of one event loop.
 
-    :raises ConfigurationError: a non-positive limit.
+    With ``strict=True`` a node whose ``provider`` is not in ``providers`` fails
+    with ``ConfigurationError``; otherwise it runs without provider limits and
+    ``UnknownProviderWarning`` is issued once per provider name (when ``providers``
+    is not empty).
+
+    :raises ConfigurationError: a limit that is not a positive int, a non-ProviderLimit.
     """
 
     def __init__(
@@ -249,21 +252,33 @@ class Limits:
         providers: Mapping[str, ProviderLimit] | None = None,
         *,
         clock: Clock | None = None,
+        strict: bool = False,
     ) -> None:
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or max_concurrency < 1
-        ):
+        check_count("Limits.max_concurrency", max_concurrency)
+        if not isinstance(strict, bool):
+            raise ConfigurationError(f"Limits.strict must be a bool, got {strict!r}")
+        if providers is not None and not isinstance(providers, Mapping):
             raise ConfigurationError(
-                f"Limits.max_concurrency must be a positive int or None, got {max_concurrency!r}"
+                "Limits.providers must be a mapping of provider name to ProviderLimit, got "
+                f"{type(providers).__name__}"
             )
         self.max_concurrency = max_concurrency
+        self.strict = strict
         self.providers: dict[str, ProviderLimit] = dict(providers or {})
         for name, limit in self.providers.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(
+                    f"Limits.providers keys must be non-empty provider names (str), got {name!r}"
+                )
             if not isinstance(limit, ProviderLimit):
                 raise ConfigurationError(
                     f"Limits.providers[{name!r}] must be a ProviderLimit, got "
                     f"{type(limit).__name__}"
                 )
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"Limits.clock must have now() and async sleep(seconds), got {clock!r}"
+            )
         self.clock: Clock = clock or MonotonicClock()
         self._global = _Slots(max_concurrency) if max_concurrency else None
         self._provider_slots = {
@@ -274,9 +289,42 @@ class Limits:
         # one loop: remember it while anyone is acquiring or holding a permit.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
+        # Providers already warned about: one warning per name, not one per node run.
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"Limits(max_concurrency={self.max_concurrency}, providers={self.providers})"
+        strict = ", strict=True" if self.strict else ""
+        return f"Limits(max_concurrency={self.max_concurrency}, providers={self.providers}{strict})"
+
+    def check_provider(self, provider: str | None, node: str) -> None:
+        """Refuse (``strict``) or warn once about a provider these limits do not know.
+
+        A node whose ``provider`` is not in ``providers`` runs without provider limits,
+        which is what a misspelled name would silently do. Limits with no providers at
+        all limit no provider on purpose: nothing to warn about unless ``strict``.
+
+        :raises ConfigurationError: ``strict`` and ``provider`` is unknown.
+        """
+        if provider is None or provider in self.providers:
+            return
+        known = sorted(self.providers)
+        if self.strict:
+            raise ConfigurationError(
+                f"node {node} uses provider {provider!r}, which Limits(strict=True) does not "
+                f"know (known providers: {known}): fix the node's `provider` or add "
+                f"providers={{{provider!r}: ProviderLimit(...)}}"
+            )
+        if known and provider not in self._warned:
+            self._warned.add(provider)
+            warnings.warn(
+                UnknownProviderWarning(
+                    f"node {node} uses provider {provider!r}, which is not in "
+                    f"Limits.providers (known providers: {known}); it runs without provider "
+                    f"limits: fix the node's `provider`, add {provider!r} to providers, or "
+                    "pass Limits(strict=True) to make this an error"
+                ),
+                stacklevel=2,
+            )
 
     # -- gauges, for tests and progress displays --------------------------------
     @property

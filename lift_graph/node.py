@@ -18,10 +18,12 @@ block. Class attributes tell the engine what the node touches and how to run it:
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
+from ._config import check_count, check_number
 from .errors import ConfigurationError, InvalidNodeError, MissingInputError
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ __all__ = [
     "Retry",
     "RunContext",
     "is_node",
+    "validate_node_attributes",
 ]
 
 StateT = TypeVar("StateT")
@@ -60,18 +63,30 @@ class Retry:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigurationError(f"Retry.attempts must be >= 1, got {self.attempts}")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ConfigurationError("Retry.backoff and Retry.max_backoff must be >= 0")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ConfigurationError(f"Retry.jitter must be within [0, 1], got {self.jitter}")
-        if self.multiplier < 1.0:
-            raise ConfigurationError(f"Retry.multiplier must be >= 1, got {self.multiplier}")
+        check_count("Retry.attempts", self.attempts, optional=False)
+        check_number("Retry.backoff", self.backoff)
+        check_number("Retry.max_backoff", self.max_backoff)
+        check_number("Retry.multiplier", self.multiplier, minimum=1.0)
+        check_number("Retry.jitter", self.jitter, maximum=1.0)
+        retry_on = self.retry_on
+        if isinstance(retry_on, type):
+            # `retry_on=ValueError` reads naturally; `isinstance` wants a tuple.
+            retry_on = (retry_on,)
+            object.__setattr__(self, "retry_on", retry_on)
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(e, type) and issubclass(e, BaseException) for e in retry_on
+        ):
+            raise ConfigurationError(
+                f"Retry.retry_on must be a tuple of exception classes, got {retry_on!r}"
+            )
 
     def delay(self, attempt: int, random_unit: float) -> float:
         """Backoff before the attempt after ``attempt``; ``random_unit`` is in [0, 1)."""
-        base = min(self.max_backoff, self.backoff * self.multiplier ** (attempt - 1))
+        try:
+            grown = self.backoff * self.multiplier ** (attempt - 1)
+        except OverflowError:  # a float power past ~1e308: far beyond any cap
+            grown = self.max_backoff
+        base = min(self.max_backoff, grown)
         return base * (1.0 - self.jitter * random_unit)
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
@@ -204,7 +219,9 @@ def is_node(obj: object) -> bool:
 
 
 def check_node(obj: object, where: str) -> None:
-    """:raises InvalidNodeError: ``obj`` is not a node instance."""
+    """:raises InvalidNodeError: ``obj`` is not a node instance.
+    :raises ConfigurationError: a node attribute is invalid (see
+        ``validate_node_attributes``)."""
     if not is_node(obj):
         hint = (
             " (a class was given: instantiate it, e.g. `Node()`)" if isinstance(obj, type) else ""
@@ -213,6 +230,65 @@ def check_node(obj: object, where: str) -> None:
             f"{where}: {obj!r} of type {type(obj).__name__} is not a node; a node is a "
             f"BaseNode instance or has `async def run(self, ctx)`{hint}"
         )
+    validate_node_attributes(obj)
+
+
+#: The engine's node attributes, in the order `validate_node_attributes` reads them.
+_ATTRIBUTES = ("provider", "reads", "writes", "retry", "timeout")
+#: Per class, the attribute values last found valid.
+_VALIDATED: dict[type, tuple[Any, ...]] = {}
+
+
+def validate_node_attributes(node: object) -> None:
+    """Check a node's ``provider``, ``reads``, ``writes``, ``retry`` and ``timeout``.
+
+    Takes a node class or instance (an instance's own fields may override the class
+    attributes). Cheap to call per node execution: the values last found valid are
+    remembered per class and only checked again when they differ.
+
+    :raises ConfigurationError: naming the node, the attribute and its value.
+    """
+    cls: type = node if isinstance(node, type) else type(node)
+    is_class = cls is node
+    values = tuple(getattr(node, a, None) for a in _ATTRIBUTES)
+    if is_class:
+        # A slotted dataclass field (or a property) is a descriptor on the class:
+        # its value is the instance's, checked when the node runs.
+        values = tuple(None if hasattr(type(v), "__get__") else v for v in values)
+    if values == _VALIDATED.get(cls):  # equal values are just as valid
+        return
+    provider, reads, writes, retry, timeout = values
+    name = cls.__name__
+    if provider is not None and (not isinstance(provider, str) or not provider):
+        raise _bad_attribute(name, "provider", provider, "a non-empty str or None")
+    for attr, names in (("reads", reads), ("writes", writes)):
+        if names is not None and (
+            not isinstance(names, (set, frozenset)) or not all(isinstance(n, str) for n in names)
+        ):
+            raise _bad_attribute(
+                name, attr, names, 'a frozenset of field names, e.g. frozenset({"a"})'
+            )
+    if retry is not None and not isinstance(retry, Retry):
+        raise _bad_attribute(name, "retry", retry, "a Retry(...) or None")
+    if timeout is not None and not (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and math.isfinite(timeout)
+        and timeout > 0
+    ):
+        raise _bad_attribute(
+            name, "timeout", timeout, "a finite number of seconds > 0, or None for no timeout"
+        )
+    if len(_VALIDATED) > 4096:  # classes made in a loop: do not keep them all alive
+        _VALIDATED.clear()
+    _VALIDATED[cls] = values
+
+
+def _bad_attribute(node: str, attr: str, value: object, expected: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"node {node}: attribute `{attr}` must be {expected}, got {value!r} "
+        f"({type(value).__name__})"
+    )
 
 
 @dataclass(slots=True)
