@@ -27,6 +27,7 @@ from .node import BaseNode, End
 __all__ = [
     "NodeEdges",
     "PipelinePlan",
+    "declared_io",
     "infer_order",
     "node_edges",
     "plan_pipeline",
@@ -168,6 +169,26 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
                         field=fname,
                     )
     return by_name
+
+
+def _field_set(node: Any, attr: str) -> frozenset[str] | None:
+    value = getattr(node, attr, None)
+    if value is None or isinstance(value, frozenset):
+        return value
+    if isinstance(value, str):
+        # One field name, not its letters.
+        return frozenset((value,))
+    return frozenset(value)
+
+
+def declared_io(node: Any) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """``(reads, writes)`` of a node *instance*; ``None`` means "everything".
+
+    Read through the instance, as the runner reads ``writes``: a dataclass field
+    may override the class default, and the pipeline's dependencies must follow
+    what the node will actually touch. Sets and lists become frozensets.
+    """
+    return _field_set(node, "reads"), _field_set(node, "writes")
 
 
 @dataclass(frozen=True, slots=True)

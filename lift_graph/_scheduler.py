@@ -21,7 +21,7 @@ from typing import Any
 
 from ._joins import JoinTracker, Verdict
 from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcomes
-from ._plan import plan_pipeline
+from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
 from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch, reducers_of
@@ -394,12 +394,7 @@ class Scheduler:
         n = len(nodes)
         base = branch.state
         reducers = reducers_of(base)
-        plan = plan_pipeline(
-            tuple(
-                (getattr(type(m), "reads", None), getattr(type(m), "writes", None)) for m in nodes
-            ),
-            frozenset(reducers),
-        )
+        plan = plan_pipeline(tuple(map(declared_io, nodes)), frozenset(reducers))
         statuses: list[BranchStatus | None] = [None] * n
         values: list[Any] = [None] * n
         changes: list[Any] = [None] * n
