@@ -22,7 +22,7 @@ from .errors import (
     UnknownNodeError,
     WriteConflictError,
 )
-from .node import BaseNode, End
+from .node import BaseNode, End, check_async_run
 
 __all__ = [
     "NodeEdges",
@@ -127,7 +127,8 @@ def _state_fields(state_type: type) -> frozenset[str] | None:
 def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
     """Check the classes a graph is built from; returns them by name.
 
-    :raises InvalidNodeError: an entry is not a BaseNode subclass, or two share a name.
+    :raises InvalidNodeError: an entry is not a BaseNode subclass, its ``run`` is a
+        plain ``def``, or two share a name.
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: ``reads`` / ``writes`` name a field the state lacks.
     """
@@ -137,6 +138,7 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
             hint = " (pass the class, not an instance)" if isinstance(obj, BaseNode) else ""
             raise InvalidNodeError(f"Graph(nodes=...) takes BaseNode subclasses; got {obj!r}{hint}")
         name = obj.__name__
+        check_async_run(obj, "Graph(nodes=...)")
         if name in by_name and by_name[name] is not obj:
             raise InvalidNodeError(
                 f"two node classes are named {name!r} ({by_name[name].__module__} and "

@@ -68,7 +68,8 @@ class Graph(Generic[StateT]):
     Edges come from each node's ``run`` return annotation (``A | B | End[str]``),
     from forks' branches, and for pipelines from ``reads`` / ``writes``.
 
-    :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass.
+    :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass, or
+        its ``run`` is a plain ``def`` (declare it ``async def run``).
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
     """
