@@ -97,7 +97,7 @@ class Scheduler:
         step = 0
         provenance = provenance if provenance is not None else []
         settings, records, emit, max_steps = self.settings, self.records, self.emit, self.max_steps
-        clock = time.perf_counter
+        registry, edges, clock = self.registry, self.edges, time.perf_counter
         turn = clock()  # when this path last gave the event loop a turn
         key = ""
         while True:
@@ -125,14 +125,15 @@ class Scheduler:
                 raise
             except Exception:
                 if emit is not None:
-                    emit(
-                        "node_failed",
-                        {"record": NodeRecord._make(records[-1]) if records else None},
-                    )
+                    emit("node_failed", {"record": _last_record(records)})
                 raise
             provenance.append(record.provenance())
             join = None
-            out = self._route(node, out, key, record)
+            try:
+                out = route(node, out, key, registry, edges)
+            except (NodeExecutionError, UnknownNodeError) as exc:
+                self._returned_badly(exc, key, record.attempts)
+                raise
             if emit is not None:
                 emit("node_finished", {"record": record})
             step += 1
@@ -151,17 +152,11 @@ class Scheduler:
             else:
                 node = out
 
-    def _route(self, node: Any, out: Any, key: str, record: NodeRecord) -> Any:
-        """``route`` with the failure tied to the execution: error fields, record, event."""
-        try:
-            return route(node, out, key, self.registry, self.edges)
-        except (NodeExecutionError, UnknownNodeError) as exc:
-            self._returned_badly(exc, key, record.attempts)
-            raise
-
     def _returned_badly(
         self, exc: NodeExecutionError | UnknownNodeError, key: str, attempt: int
     ) -> None:
+        """Tie an error raised after the node returned to that execution: its
+        fields, its record (now failed) and a ``node_failed`` event."""
         if isinstance(exc, NodeExecutionError):
             exc.execution_id = self.settings.execution_id
             exc.node_key = key
@@ -465,6 +460,11 @@ class Scheduler:
         for p in provs:
             provenance.extend(p)
         return join
+
+
+def _last_record(records: list[tuple[Any, ...]]) -> NodeRecord | None:
+    # The runner appends a failed node's record just before it raises.
+    return NodeRecord._make(records[-1]) if records else None
 
 
 def _dec(counts: list[int], j: int) -> int:
