@@ -27,7 +27,7 @@ from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch, reducers_of
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
-from .errors import JoinError, MergeError, NodeExecutionError, UnknownNodeError
+from .errors import GraphDefinitionError, JoinError, MergeError, NodeExecutionError
 from .node import End
 
 __all__ = ["Scheduler"]
@@ -131,7 +131,7 @@ class Scheduler:
             join = None
             try:
                 out = route(node, out, key, registry, edges)
-            except (NodeExecutionError, UnknownNodeError) as exc:
+            except (NodeExecutionError, GraphDefinitionError) as exc:
                 self._returned_badly(exc, key, record.attempts)
                 raise
             if emit is not None:
@@ -153,7 +153,7 @@ class Scheduler:
                 node = out
 
     def _returned_badly(
-        self, exc: NodeExecutionError | UnknownNodeError, key: str, attempt: int
+        self, exc: NodeExecutionError | GraphDefinitionError, key: str, attempt: int
     ) -> None:
         """Tie an error raised after the node returned to that execution: its
         fields, its record (now failed) and a ``node_failed`` event."""

@@ -76,6 +76,12 @@ class ForksSync(BaseNode[S]):
         return Fork([AsyncRun(), SyncRun()])
 
 
+@dataclass
+class ListsSync(BaseNode[S]):
+    async def run(self, ctx: RunContext[S]) -> list[BaseNode[S]]:
+        return [AsyncRun(), SyncRun()]
+
+
 @pytest.mark.parametrize("cls", [SyncRun, SyncChild])
 def test_graph_refuses_a_plain_def_run(cls: type) -> None:
     with pytest.raises(InvalidNodeError) as info:
@@ -132,3 +138,14 @@ async def test_executor_refuses_a_plain_def_run() -> None:
         await executor.execute_single_with_isolation(SyncRun(), ctx)
     with pytest.raises(InvalidNodeError, match="SyncRun"):
         await executor.execute_parallel([AsyncRun(), SyncRun()], ctx)
+
+
+@pytest.mark.asyncio
+async def test_a_returned_list_with_a_plain_def_run_fails_its_execution() -> None:
+    graph = Graph(nodes=[ListsSync, AsyncRun])
+    kinds: list[tuple[str, str | None]] = []
+    with pytest.raises(InvalidNodeError, match="SyncRun"):
+        async for event in graph.iter(ListsSync(), state=S()):
+            record = event.data.get("record")
+            kinds.append((event.kind, record.status if record else None))
+    assert kinds == [("node_failed", "failed")]
