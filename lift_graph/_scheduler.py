@@ -372,6 +372,10 @@ class Scheduler:
         except asyncio.CancelledError:
             self.records.append(cancelled_record(node, key, began))
             raise
+        except Exception:
+            if self.emit is not None:
+                self.emit("node_failed", {"record": _last_record(self.records)})
+            raise
         prov.append(record.provenance())
         try:
             value = member_value(node, out)

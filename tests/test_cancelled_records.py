@@ -132,3 +132,12 @@ def test_status_of_each_kind_of_record() -> None:
     bad = NodeRecord("0.A", "A", 0.0, 1.0, 2, "ValueError: boom")
     cut = NodeRecord("0.A", "A", 0.0, 1.0, 1, "cancelled")
     assert [r.status for r in (ok, bad, cut)] == ["succeeded", "failed", "cancelled"]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_pipeline_member_emits_node_failed() -> None:
+    failed: list[str] = []
+    async for event in graph.iter(Outer(), state=S()):
+        if event.kind == "node_failed":
+            failed.append(event.data["record"].key)
+    assert failed == ["0.Outer/0/0.Pipe/p1/0.Fails"]
