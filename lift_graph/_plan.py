@@ -22,11 +22,12 @@ from .errors import (
     UnknownNodeError,
     WriteConflictError,
 )
-from .node import BaseNode, End
+from .node import BaseNode, End, check_async_run, validate_node_attributes
 
 __all__ = [
     "NodeEdges",
     "PipelinePlan",
+    "declared_io",
     "infer_order",
     "node_edges",
     "plan_pipeline",
@@ -126,7 +127,10 @@ def _state_fields(state_type: type) -> frozenset[str] | None:
 def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
     """Check the classes a graph is built from; returns them by name.
 
-    :raises InvalidNodeError: an entry is not a BaseNode subclass, or two share a name.
+    :raises InvalidNodeError: an entry is not a BaseNode subclass, its ``run`` is a
+        plain ``def``, or two share a name.
+    :raises ConfigurationError: a class attribute (``provider``, ``reads``, ``writes``,
+        ``retry``, ``timeout``) is invalid.
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: ``reads`` / ``writes`` name a field the state lacks.
     """
@@ -136,6 +140,8 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
             hint = " (pass the class, not an instance)" if isinstance(obj, BaseNode) else ""
             raise InvalidNodeError(f"Graph(nodes=...) takes BaseNode subclasses; got {obj!r}{hint}")
         name = obj.__name__
+        check_async_run(obj, "Graph(nodes=...)")
+        validate_node_attributes(obj)
         if name in by_name and by_name[name] is not obj:
             raise InvalidNodeError(
                 f"two node classes are named {name!r} ({by_name[name].__module__} and "
@@ -168,6 +174,25 @@ def validate_node_classes(nodes: Sequence[Any]) -> dict[str, type]:
                         field=fname,
                     )
     return by_name
+
+
+def _field_set(node: Any, attr: str) -> frozenset[str] | None:
+    # A set of str or None: `validate_node_attributes` refused anything else when the
+    # node was checked (Fork / Pipeline member, Graph class, run start).
+    value = getattr(node, attr, None)
+    if value is None or isinstance(value, frozenset):
+        return value
+    return frozenset(value)
+
+
+def declared_io(node: Any) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """``(reads, writes)`` of a node *instance*; ``None`` means "everything".
+
+    Read through the instance, as the runner reads ``writes``: a dataclass field
+    may override the class default, and the pipeline's dependencies must follow
+    what the node will actually touch. A set becomes a frozenset.
+    """
+    return _field_set(node, "reads"), _field_set(node, "writes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,10 @@ from .errors import (
 from .limits import Limits, _Slots
 from .node import RunContext, validate_node_attributes
 
-__all__ = ["NodeRecord", "RunSettings", "check_state", "run_node"]
+__all__ = ["CANCELLED", "NodeRecord", "RunSettings", "check_state", "run_node"]
+
+#: ``NodeRecord.error`` of an execution cancelled while it ran (see ``status``).
+CANCELLED = "cancelled"
 
 
 class NodeRecord(NamedTuple):
@@ -56,6 +59,16 @@ class NodeRecord(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
+
+    @property
+    def status(self) -> str:
+        """``"succeeded"``, ``"failed"`` or ``"cancelled"`` (a race's loser, a timeout).
+
+        A failure's ``error`` is ``"Type: message"``; a cancellation's is ``CANCELLED``.
+        """
+        if self.error is None:
+            return "succeeded"
+        return "cancelled" if self.error == CANCELLED else "failed"
 
     def provenance(self) -> dict[str, Any]:
         """The entry this execution adds to ``RunContext.provenance``."""

@@ -14,18 +14,21 @@ or timed-out run leaves no task behind.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
 from ._joins import JoinTracker, Verdict
 from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcomes
-from ._plan import plan_pipeline
+from ._plan import declared_io, plan_pipeline
+from ._routing import mark_failed, member_value, route
 from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch, reducers_of
+from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
-from .errors import InvalidReturnError, JoinError, MergeError, UnknownNodeError
-from .node import End, is_node
+from .errors import GraphDefinitionError, JoinError, MergeError, NodeExecutionError
+from .node import End
 
 __all__ = ["Scheduler"]
 
@@ -65,8 +68,11 @@ class Scheduler:
         settings: RunSettings,
         registry: Collection[type] | None = None,
         emit: EventSink | None = None,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
     ) -> None:
         self.settings = settings
+        #: Node executions one path may run; None: no limit.
+        self.max_steps = max_steps
         self.registry = registry
         self.emit = emit
         #: Raw record tuples (see ``NodeRecord``), in completion order.
@@ -74,50 +80,6 @@ class Scheduler:
         self.deterministic = True
         #: (source class, target class, kind) transitions seen, for diagrams.
         self.edges: set[tuple[str, str, str]] = set()
-
-    # -- routing ----------------------------------------------------------------
-    def _check_registered(self, source: str, cls: type) -> None:
-        if self.registry is not None and cls not in self.registry:
-            raise UnknownNodeError(
-                f"node {source} returned {cls.__name__}, which is not in this "
-                f"graph: add {cls.__name__} to Graph(nodes=[...])",
-                node=cls.__name__,
-            )
-
-    def _route(self, node: Any, out: Any) -> Any:
-        """Validate what ``node.run`` returned; a list of nodes becomes a Fork.
-
-        :raises InvalidReturnError: not a node, End, Fork, Pipeline or list of nodes.
-        :raises UnknownNodeError: a node whose class the graph does not know.
-        """
-        name = type(node).__name__
-        edges = self.edges
-        if isinstance(out, End):
-            edges.add((name, "End", "end"))
-            return out
-        if isinstance(out, (Fork, Pipeline)):
-            members = out.branches if isinstance(out, Fork) else out.nodes
-            kind = "fork" if isinstance(out, Fork) else "pipeline"
-            for cls in {type(m) for m in members}:
-                self._check_registered(name, cls)
-                edges.add((name, cls.__name__, kind))
-            if out.then is not None:
-                self._check_registered(name, type(out.then))
-                edges.add((name, type(out.then).__name__, "join"))
-            return out
-        if isinstance(out, (list, tuple)) and all(is_node(x) for x in out):
-            return self._route(node, Fork(list(out)))
-        if is_node(out):
-            self._check_registered(name, type(out))
-            edges.add((name, type(out).__name__, "next"))
-            return out
-        shown = repr(out)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise InvalidReturnError(
-            f"node {name}.run returned {type(out).__name__} ({shown}); return the next "
-            "node, End(value), a Fork, a Pipeline or a list of nodes",
-            node=name,
-        )
 
     # -- paths ------------------------------------------------------------------
     async def run_path(
@@ -128,11 +90,25 @@ class Scheduler:
         join: JoinResult[Any] | None = None,
         provenance: list[dict[str, Any]] | None = None,
     ) -> Any:
-        """Run from ``node`` until ``End``; returns the End value."""
+        """Run from ``node`` until ``End``; returns the End value.
+
+        :raises StepLimitError: the path ran ``max_steps`` nodes and has not ended.
+        """
         step = 0
         provenance = provenance if provenance is not None else []
-        settings, records, emit = self.settings, self.records, self.emit
+        settings, records, emit, max_steps = self.settings, self.records, self.emit, self.max_steps
+        registry, edges, clock = self.registry, self.edges, time.perf_counter
+        turn = clock()  # when this path last gave the event loop a turn
+        key = ""
         while True:
+            if max_steps is not None and step >= max_steps:
+                raise step_limit_error(prefix, key, node, max_steps, settings.execution_id)
+            began = clock()
+            if began - turn >= TURN_INTERVAL:
+                # Nodes that never await would hold the loop: let timeouts,
+                # cancellation and sibling branches in.
+                await asyncio.sleep(0)
+                turn = began = clock()
             key = f"{prefix}{step}.{type(node).__name__}"
             try:
                 out, _, record = await run_node(
@@ -144,18 +120,22 @@ class Scheduler:
                     provenance=provenance,
                     records=records,
                 )
+            except asyncio.CancelledError:
+                records.append(cancelled_record(node, key, began))
+                raise
             except Exception:
                 if emit is not None:
-                    emit(
-                        "node_failed",
-                        {"record": NodeRecord._make(records[-1]) if records else None},
-                    )
+                    emit("node_failed", {"record": _last_record(records)})
                 raise
             provenance.append(record.provenance())
+            join = None
+            try:
+                out = route(node, out, key, registry, edges)
+            except (NodeExecutionError, GraphDefinitionError) as exc:
+                self._returned_badly(exc, key, record.attempts)
+                raise
             if emit is not None:
                 emit("node_finished", {"record": record})
-            join = None
-            out = self._route(node, out)
             step += 1
             if isinstance(out, End):
                 return out.value
@@ -171,6 +151,19 @@ class Scheduler:
                 node = out.then
             else:
                 node = out
+
+    def _returned_badly(
+        self, exc: NodeExecutionError | GraphDefinitionError, key: str, attempt: int
+    ) -> None:
+        """Tie an error raised after the node returned to that execution: its
+        fields, its record (now failed) and a ``node_failed`` event."""
+        if isinstance(exc, NodeExecutionError):
+            exc.execution_id = self.settings.execution_id
+            exc.node_key = key
+            exc.attempt = attempt
+        failed = mark_failed(self.records, key, exc)
+        if self.emit is not None and failed is not None:
+            self.emit("node_failed", {"record": NodeRecord._make(failed)})
 
     # -- forks ------------------------------------------------------------------
     async def _fork(
@@ -370,22 +363,28 @@ class Scheduler:
 
     # -- pipelines --------------------------------------------------------------
     async def _member(self, node: Any, child: Branch, key: str, prov: list[Any]) -> Any:
-        out, _, record = await run_node(
-            node, child, key, self.settings, provenance=prov, records=self.records
-        )
+        """Run pipeline member ``node`` (a path of one node); returns its End value."""
+        began = time.perf_counter()
+        try:
+            out, _, record = await run_node(
+                node, child, key, self.settings, provenance=prov, records=self.records
+            )
+        except asyncio.CancelledError:
+            self.records.append(cancelled_record(node, key, began))
+            raise
+        except Exception:
+            if self.emit is not None:
+                self.emit("node_failed", {"record": _last_record(self.records)})
+            raise
         prov.append(record.provenance())
+        try:
+            value = member_value(node, out)
+        except NodeExecutionError as exc:
+            self._returned_badly(exc, key, record.attempts)
+            raise
         if self.emit is not None:
             self.emit("node_finished", {"record": record})
-        if out is None:
-            return None
-        if isinstance(out, End):
-            return out.value
-        raise InvalidReturnError(
-            f"pipeline member {type(node).__name__} returned {type(out).__name__}; a "
-            "pipeline member returns End(value) or None, and the pipeline continues at "
-            "its then= node",
-            node=type(node).__name__,
-        )
+        return value
 
     async def _pipeline(
         self, pipe: Pipeline[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
@@ -394,12 +393,7 @@ class Scheduler:
         n = len(nodes)
         base = branch.state
         reducers = reducers_of(base)
-        plan = plan_pipeline(
-            tuple(
-                (getattr(type(m), "reads", None), getattr(type(m), "writes", None)) for m in nodes
-            ),
-            frozenset(reducers),
-        )
+        plan = plan_pipeline(tuple(map(declared_io, nodes)), frozenset(reducers))
         statuses: list[BranchStatus | None] = [None] * n
         values: list[Any] = [None] * n
         changes: list[Any] = [None] * n
@@ -470,6 +464,11 @@ class Scheduler:
         for p in provs:
             provenance.extend(p)
         return join
+
+
+def _last_record(records: list[tuple[Any, ...]]) -> NodeRecord | None:
+    # The runner appends a failed node's record just before it raises.
+    return NodeRecord._make(records[-1]) if records else None
 
 
 def _dec(counts: list[int], j: int) -> int:

@@ -294,16 +294,10 @@ class JoinResult(Generic[T]):
 
 
 def _inferred(nodes: list[Any]) -> list[Any]:
-    from ._plan import infer_order, state_type_of
+    from ._plan import declared_io, infer_order, state_type_of
     from ._state import reducers_of
 
     state_type = state_type_of(type(nodes[0])) if nodes else None
     reduced = frozenset(reducers_of(state_type)) if state_type is not None else frozenset()
-    order = infer_order(
-        [
-            (type(n).__name__, getattr(type(n), "reads", None), getattr(type(n), "writes", None))
-            for n in nodes
-        ],
-        reduced,
-    )
+    order = infer_order([(type(n).__name__, *declared_io(n)) for n in nodes], reduced)
     return [nodes[i] for i in order]

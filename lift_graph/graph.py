@@ -17,6 +17,7 @@ from ._plan import node_edges, validate_node_classes
 from ._runner import NodeRecord, RunSettings
 from ._scheduler import Scheduler
 from ._state import Branch
+from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots
 from .node import BaseNode, check_node
@@ -67,7 +68,8 @@ class Graph(Generic[StateT]):
     Edges come from each node's ``run`` return annotation (``A | B | End[str]``),
     from forks' branches, and for pipelines from ``reads`` / ``writes``.
 
-    :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass.
+    :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass, or
+        its ``run`` is a plain ``def`` (declare it ``async def run``).
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
     """
@@ -127,6 +129,7 @@ class Graph(Generic[StateT]):
         execution_id: str | None = None,
         strict: bool = False,
         metadata: dict[str, Any] | None = None,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
         _emit: Any = None,
     ) -> RunResult[StateT]:
         """Run from ``start`` until its path ends; returns a ``RunResult``.
@@ -137,15 +140,22 @@ class Graph(Generic[StateT]):
         changes the shared object (``strict=True`` turns that into an error). ``max_concurrency``
         caps nodes running at once in this run; ``limits`` adds limits shared with
         every other run given the same object. ``strict`` fails a node that mutates
-        a state field it did not declare in ``writes``.
+        a state field it did not declare in ``writes``. ``max_steps`` bounds the node
+        executions of each path (the main path, each fork branch, each pipeline
+        member); ``None`` disables it.
 
         :raises RunTimeoutError: ``timeout`` expired; every task of the run has been
             cancelled and awaited.
+        :raises StepLimitError: a path ran ``max_steps`` nodes without ending (in a
+            fork branch, it fails that branch, and so usually the join).
+        :raises ConfigurationError: a bad ``max_concurrency``, ``limits``,
+            ``timeout`` or ``max_steps``.
         :raises JoinError: a fork's join failed (finished branches' values kept).
         :raises MergeError: branch writes conflict (``join`` attached).
         :raises Exception: a node's own error, once its retries are spent.
         """
         run_slots = self._prepare(start, max_concurrency, limits, timeout)
+        max_steps = check_max_steps(max_steps)
         settings = RunSettings(
             execution_id=execution_id or uuid.uuid4().hex,
             user_id=user_id,
@@ -155,7 +165,7 @@ class Graph(Generic[StateT]):
             run_slots=run_slots,
             strict=strict,
         )
-        scheduler = Scheduler(settings, self.node_classes, _emit)
+        scheduler = Scheduler(settings, self.node_classes, _emit, max_steps)
         root = Branch.fork(state)
         began = time.perf_counter()
         if timeout is None:
@@ -204,6 +214,7 @@ class Graph(Generic[StateT]):
         execution_id: str | None = None,
         strict: bool = False,
         metadata: dict[str, Any] | None = None,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
     ) -> RunResult[StateT]:
         """``run`` for synchronous callers; also works inside a running loop (Jupyter).
 
@@ -223,6 +234,7 @@ class Graph(Generic[StateT]):
                 execution_id=execution_id,
                 strict=strict,
                 metadata=metadata,
+                max_steps=max_steps,
             )
         )
 

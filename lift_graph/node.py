@@ -219,7 +219,8 @@ def is_node(obj: object) -> bool:
 
 
 def check_node(obj: object, where: str) -> None:
-    """:raises InvalidNodeError: ``obj`` is not a node instance.
+    """:raises InvalidNodeError: ``obj`` is not a node instance, or its ``run`` is
+    a plain ``def``.
     :raises ConfigurationError: a node attribute is invalid (see
         ``validate_node_attributes``)."""
     if not is_node(obj):
@@ -230,6 +231,8 @@ def check_node(obj: object, where: str) -> None:
             f"{where}: {obj!r} of type {type(obj).__name__} is not a node; a node is a "
             f"BaseNode instance or has `async def run(self, ctx)`{hint}"
         )
+    if isinstance(obj, BaseNode):
+        check_async_run(type(obj), where)
     validate_node_attributes(obj)
 
 
@@ -289,6 +292,33 @@ def _bad_attribute(node: str, attr: str, value: object, expected: str) -> Config
         f"node {node}: attribute `{attr}` must be {expected}, got {value!r} "
         f"({type(value).__name__})"
     )
+
+
+#: Node class -> whether its ``run`` is a coroutine function (checked once per class).
+_ASYNC_RUN: dict[type, bool] = {}
+
+
+def check_async_run(cls: type, where: str) -> None:
+    """Refuse a node class whose ``run`` is not a coroutine function.
+
+    The engine awaits ``run(ctx)``, so a plain ``def run`` would only fail once it
+    ran. Accepted: ``async def run``, a ``functools.wraps`` wrapper of one, and on
+    Python 3.12+ a function marked with ``inspect.markcoroutinefunction``.
+
+    :raises InvalidNodeError: names the class and says to use ``async def run``.
+    """
+    ok = _ASYNC_RUN.get(cls)
+    if ok is None:
+        run = getattr(cls, "run", None)
+        ok = run is not None and (
+            inspect.iscoroutinefunction(run) or inspect.iscoroutinefunction(inspect.unwrap(run))
+        )
+        _ASYNC_RUN[cls] = ok
+    if not ok:
+        raise InvalidNodeError(
+            f"{where}: node class {cls.__name__} defines `run` without `async`; the engine "
+            f"awaits run(ctx), so declare it `async def run(self, ctx)`"
+        )
 
 
 @dataclass(slots=True)

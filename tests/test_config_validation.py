@@ -309,3 +309,14 @@ async def test_slotted_dataclass_attributes_are_checked_per_instance() -> None:
     assert (await graph.run(Slotted(), state=State())).output == 1
     with pytest.raises(ConfigurationError, match=r"node Slotted: attribute `timeout`"):
         await graph.run(Slotted(timeout=0.0), state=State())
+
+
+def test_graph_refuses_an_invalid_class_attribute_when_built() -> None:
+    class Negative(BaseNode[None]):
+        timeout = -1.0
+
+        async def run(self, ctx: RunContext[None]) -> End[None]:
+            return End(None)
+
+    with pytest.raises(ConfigurationError, match=r"Negative.*timeout"):
+        Graph(nodes=[Negative])
