@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from ._config import check_number
 from .errors import ConfigurationError
 from .node import check_node
 
@@ -136,8 +137,7 @@ class Fork(Generic[StateT]):
         self.join = _coerce(JoinStrategy, join, "join strategy")
         self.on_error = _coerce(FailureMode, on_error, "failure mode")
         self.merge = _coerce(MergeStrategy, merge, "merge strategy")
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(f"Fork timeout must be > 0 seconds, got {timeout!r}")
+        check_number("Fork timeout (seconds)", timeout, strictly_above=True, optional=True)
         self.timeout = timeout
         if quorum is not None and self.join is not JoinStrategy.QUORUM:
             raise ConfigurationError(

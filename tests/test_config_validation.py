@@ -19,6 +19,7 @@ from lift_graph import (
     BaseNode,
     ConfigurationError,
     End,
+    Fork,
     Graph,
     JoinError,
     Limits,
@@ -320,3 +321,13 @@ def test_graph_refuses_an_invalid_class_attribute_when_built() -> None:
 
     with pytest.raises(ConfigurationError, match=r"Negative.*timeout"):
         Graph(nodes=[Negative])
+
+
+@pytest.mark.parametrize("timeout", ["5", math.nan, math.inf, 0, -1.0, True])
+def test_fork_timeout_is_checked_when_built(timeout: Any) -> None:
+    class Leaf(BaseNode[None]):
+        async def run(self, ctx: RunContext[None]) -> End[None]:
+            return End(None)
+
+    with pytest.raises(ConfigurationError, match="Fork timeout"):
+        Fork([Leaf()], timeout=timeout)
