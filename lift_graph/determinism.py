@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_hash
+from ._state import Branch
 from .errors import CanonicalizationError, ConfigurationError, DeterminismError
 from .graph import Graph
 
@@ -104,9 +105,14 @@ def _hash(value: Any, what: str, run: int) -> str:
         return canonical_hash(value)
     except CanonicalizationError as exc:
         path = what + exc.path.removeprefix("value")
+        hint = (
+            "; a lock, client or agent belongs in deps (graph.run(deps=...)), not the state"
+            if what == "state"
+            else ""
+        )
         raise CanonicalizationError(
             f"check_determinism cannot compare run {run}'s {what}: "
-            f"{str(exc).replace(exc.path, path, 1)}",
+            f"{str(exc).replace(exc.path, path, 1)}{hint}",
             type_name=exc.type_name,
             path=path,
         ) from exc
@@ -145,7 +151,7 @@ async def check_determinism(
     for i in range(runs):
         mc = max_concurrency[i % len(max_concurrency)]
         result = await graph.run(
-            copy.deepcopy(start), state=copy.deepcopy(state), max_concurrency=mc, **run_kwargs
+            _fresh_node(start), state=_fresh_state(state), max_concurrency=mc, **run_kwargs
         )
         out_h = _hash(result.output, "output", i)
         state_h = _hash(result.state, "state", i)
@@ -173,3 +179,24 @@ def check_determinism_sync(
     from .graph import _run_blocking
 
     return _run_blocking(lambda: check_determinism(graph, start, state=state, **kwargs))
+
+
+def _fresh_state(state: Any) -> Any:
+    """A copy of ``state`` for one run, made the way a branch isolates its state.
+
+    Every field that can be deep-copied is; a lock or a client cannot be and stays
+    shared, as the engine shares it between branches (``copy.deepcopy`` of the whole
+    state would refuse such a state outright).
+    """
+    branch = Branch.fork(state)
+    branch.own(None, "check_determinism")
+    return branch.state
+
+
+def _fresh_node(start: Any) -> Any:
+    """A deep copy of the start node, or the node itself when it holds something
+    that cannot be copied (a client): nodes are configuration, runs do not change them."""
+    try:
+        return copy.deepcopy(start)
+    except (TypeError, copy.Error, RecursionError):
+        return start

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from lift_graph import (
     BaseNode,
+    CanonicalizationError,
     DeterminismError,
     End,
     Fork,
@@ -212,3 +214,43 @@ async def test_output_without_canonical_form_names_run_and_path() -> None:
     assert "run 0's output" in str(info.value)
     assert "output['answer'] has no canonical form" in str(info.value)
     assert "0x" not in str(info.value)
+
+
+class _LockState(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    lock: Any = None
+    count: int = 0
+
+
+@dataclass
+class _Bump(BaseNode[_LockState]):
+    async def run(self, ctx: RunContext[_LockState]) -> End[int]:
+        with ctx.state.lock:
+            ctx.state.count += 1
+        return End(ctx.state.count)
+
+
+@pytest.mark.asyncio
+async def test_state_holding_a_lock_runs_and_names_the_field_it_cannot_compare() -> None:
+    # The runs themselves work (the lock is shared, not deep-copied: no "cannot pickle");
+    # comparing final states needs a canonical form, which a lock has not.
+    lock = threading.Lock()
+    with pytest.raises(CanonicalizationError, match=r"state\.lock.*deps") as info:
+        await check_determinism(Graph(nodes=[_Bump]), _Bump(), state=_LockState(lock=lock), runs=4)
+    assert info.value.path == "state.lock"
+    assert "pickle" not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_lock_in_deps_is_checked() -> None:
+    @dataclass
+    class Guarded(BaseNode[_LockState]):
+        async def run(self, ctx: RunContext[_LockState]) -> End[int]:
+            with ctx.deps:
+                ctx.state.count += 1
+            return End(ctx.state.count)
+
+    report = await check_determinism(
+        Graph(nodes=[Guarded]), Guarded(), state=_LockState(), deps=threading.Lock(), runs=8
+    )
+    assert report.deterministic and report.runs == 8
