@@ -221,13 +221,15 @@ def apply_sequential(
     base: Any,
     changes: Sequence[Mapping[str, FieldChange]],
     reducers: Mapping[str, Reducer],
+    *,
+    keys: Sequence[Any] | None = None,
 ) -> tuple[Any, set[str]]:
     """Pipeline semantics: apply each member's change in list order.
 
     Without a reducer a later writer depended on the earlier one (it saw its write),
     so its value replaces, a deletion included; with one, its change is folded in,
-    all of a field's changes in one ``combine_many`` call. In errors, members are
-    named by their position in ``changes``.
+    all of a field's changes in one ``combine_many`` call. Errors name members by
+    ``keys`` (default: their position in ``changes``).
 
     :raises MergeError: a reducer raised.
     """
@@ -236,6 +238,7 @@ def apply_sequential(
     # Reduced fields: the value the pending changes fold into, and those changes.
     folds: dict[str, tuple[Any, list[tuple[Any, Any, Any]]]] = {}
     for position, member in enumerate(changes):
+        member_key = position if keys is None else keys[position]
         for name, change in member.items():
             if reducers.get(name) is None or change.after is MISSING:
                 folds.pop(name, None)
@@ -246,7 +249,7 @@ def apply_sequential(
                 start = current.get(name, change.before)
                 fold = folds[name] = (start, [])
                 current[name] = start  # keeps the field's first-write position
-            fold[1].append((position, change.before, change.after))
+            fold[1].append((member_key, change.before, change.after))
     for name, (start, items) in folds.items():
         current[name] = reduce_changes(name, reducers[name], start, items)
     _put_all(merged, current)

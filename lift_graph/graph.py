@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._plan import node_edges, validate_node_classes
+from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
 from ._scheduler import Scheduler
-from ._state import Branch
+from ._state import Branch, reducers_of_types
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots
 from .node import BaseNode, check_node
@@ -76,6 +76,9 @@ class Graph(Generic[StateT]):
         self.name = name or "graph"
         self._by_name = validate_node_classes(nodes)
         self.node_classes: frozenset[type] = frozenset(self._by_name.values())
+        # A TypedDict state is a plain dict at run time: its Annotated reducers
+        # come from the nodes' `BaseNode[State]` parameter, as LangGraph users expect.
+        self._dict_reducers = reducers_of_types(state_type_of(c) for c in self._by_name.values())
         # Transitions seen in runs: forks name their branch classes only at run time.
         self._observed: set[tuple[str, str, str]] = set()
         self._all_deterministic = all(
@@ -156,6 +159,7 @@ class Graph(Generic[StateT]):
             strict=strict,
         )
         scheduler = Scheduler(settings, self.node_classes, _emit)
+        scheduler.dict_reducers = self._dict_reducers
         root = Branch.fork(state)
         began = time.perf_counter()
         if timeout is None:
