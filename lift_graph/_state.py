@@ -172,6 +172,11 @@ def reducers_of(state_or_type: Any) -> dict[str, Reducer]:
     return _reducers_of_type(cls)
 
 
+def _same_reducer(a: Reducer, b: Reducer) -> bool:
+    # Each declaration wraps a plain callable (operator.add) in a Reducer of its own.
+    return a is b or (type(a) is type(b) is Reducer and a._fn is b._fn)
+
+
 def reducers_of_types(state_types: Iterable[Any]) -> dict[str, Reducer]:
     """Reducers the TypedDict state types among ``state_types`` declare.
 
@@ -187,7 +192,7 @@ def reducers_of_types(state_types: Iterable[Any]) -> dict[str, Reducer]:
         if not (isinstance(tp, type) and typing.is_typeddict(tp)):
             continue
         for name, reducer in _reducers_of_type(tp).items():
-            if name in out and out[name] is not reducer:
+            if name in out and not _same_reducer(out[name], reducer):
                 raise GraphDefinitionError(
                     f"state key {name!r} has reducer {out[name].name} in "
                     f"{owner[name].__name__} but {reducer.name} in {tp.__name__}: "

@@ -159,6 +159,8 @@ class _Last(Reducer):
 
 
 class _Same(Reducer):
+    """Every writer must write an equal value, which is kept."""
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return self.combine_many(current, [(before, after)])
 
