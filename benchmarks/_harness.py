@@ -84,6 +84,8 @@ class Config:
     rpm_nodes: int = 3000
     rpm_limit: int = 600
     mem_branches: int = 100000
+    #: Branches of the reducer-merge fork (append / merge_dict vs writing nothing).
+    merge_branches: int = 100000
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -105,6 +107,7 @@ class Config:
             rpm_nodes=600,
             rpm_limit=120,
             mem_branches=20000,
+            merge_branches=10000,
         )
 
 

@@ -116,59 +116,69 @@ def _conflict(name: str, writes: Sequence[tuple[Any, Any]]) -> MergeError:
     )
 
 
-def _deleted(name: str, writes: Sequence[tuple[Any, Any]]) -> Any:
+def _deleted(name: str, keys: Sequence[Any], afters: Sequence[Any]) -> Any:
     """MISSING when every writer deleted ``name``.
 
     :raises MergeError: some branches deleted it and others wrote it.
     """
-    gone = [k for k, a in writes if a is MISSING]
-    if len(gone) == len(writes):
+    gone = [k for k, a in zip(keys, afters, strict=True) if a is MISSING]
+    if len(gone) == len(keys):
         return MISSING
-    wrote = [k for k, a in writes if a is not MISSING]
+    wrote = [k for k, a in zip(keys, afters, strict=True) if a is not MISSING]
     raise MergeError(
         f"branches {_show_keys(gone)} deleted state key {name!r} while branches "
         f"{_show_keys(wrote)} wrote it: let one branch decide, or write a value instead "
         "of deleting",
         field=name,
-        branches=[k for k, _ in writes],
+        branches=list(keys),
     )
 
 
-def reduce_changes(
-    name: str, reducer: Reducer, start: Any, items: Sequence[tuple[Any, Any, Any]]
-) -> Any:
-    """``reducer.combine_many`` over the changes ``(branch key, before, after)``.
+def _no_missing(changes: Sequence[tuple[Any, Any]]) -> Sequence[tuple[Any, Any]]:
+    """A key the state lacked reaches a reducer as None: no value yet."""
+    if any(before is MISSING for before, _ in changes):
+        return [(None if b is MISSING else b, a) for b, a in changes]
+    return changes
 
-    A key the state lacks (``MISSING``) reaches the reducer as None: no value yet.
+
+def reduce_changes(
+    name: str,
+    reducer: Reducer,
+    start: Any,
+    keys: Sequence[Any],
+    changes: Sequence[tuple[Any, Any]],
+) -> Any:
+    """``reducer.combine_many(start, changes)``; ``keys`` name the writers in errors.
 
     :raises MergeError: the reducer raised (the original is ``__cause__``).
     """
-    changes = [(None if before is MISSING else before, after) for _, before, after in items]
     try:
-        return reducer.combine_many(None if start is MISSING else start, changes)
+        return reducer.combine_many(None if start is MISSING else start, _no_missing(changes))
     except Exception as exc:  # a reducer is user code: whatever it raises is a merge failure
-        keys = [k for k, _, _ in items]
         raise MergeError(
             f"reducer {reducer.name} failed on state field {name!r} merging branches "
             f"{_show_keys(keys)}: {type(exc).__name__}: {exc}",
             field=name,
-            branches=keys,
+            branches=list(keys),
         ) from exc
 
 
 def _merge_field(
-    name: str, before: Any, writes: Sequence[tuple[Any, Any]], reducer: Reducer | None
+    name: str, keys: Sequence[Any], changes: Sequence[FieldChange], reducer: Reducer | None
 ) -> Any:
-    """Combine the writes ``(branch key, after)`` of several branches to one field."""
-    if any(after is MISSING for _, after in writes):
-        return _deleted(name, writes)
+    """Combine several branches' changes to one field (they share ``before``)."""
+    afters = [c.after for c in changes]
+    if any(a is MISSING for a in afters):
+        return _deleted(name, keys, afters)
+    before = changes[0].before
     if reducer is not None:
-        return reduce_changes(name, reducer, before, [(k, before, a) for k, a in writes])
-    if len(writes) == 1:
-        return writes[0][1]
-    appended = _list_appends(before, [a for _, a in writes])
+        return reduce_changes(name, reducer, before, keys, changes)
+    if len(afters) == 1:
+        return afters[0]
+    appended = _list_appends(before, afters)
     if appended is not None:
         return appended
+    writes = list(zip(keys, afters, strict=True))
     united = _dict_union(name, before, writes)
     if united is not None:
         return united
@@ -191,18 +201,19 @@ def merge_changes(
         writes are not list appends or disjoint dict keys), one deleted a key another
         wrote, or a reducer raised.
     """
-    # Every branch's `before` of a field is the common base's value: keep the first.
-    by_field: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
+    # Per field: the writers' keys and their changes, in branch order.
+    by_field: dict[str, tuple[list[Any], list[FieldChange]]] = {}
     for key, branch_changes in changes:
         for name, change in branch_changes.items():
             entry = by_field.get(name)
             if entry is None:
-                entry = by_field[name] = (change.before, [])
-            entry[1].append((key, change.after))
+                entry = by_field[name] = ([], [])
+            entry[0].append(key)
+            entry[1].append(change)
     merged = shallow_copy(base)
     values = {
-        name: _merge_field(name, before, writes, reducers.get(name))
-        for name, (before, writes) in by_field.items()
+        name: _merge_field(name, keys, field_changes, reducers.get(name))
+        for name, (keys, field_changes) in by_field.items()
     }
     _put_all(merged, values)
     return merged, set(by_field)
@@ -235,8 +246,9 @@ def apply_sequential(
     """
     merged = shallow_copy(base)
     current: dict[str, Any] = {}
-    # Reduced fields: the value the pending changes fold into, and those changes.
-    folds: dict[str, tuple[Any, list[tuple[Any, Any, Any]]]] = {}
+    # Reduced fields: the value the pending changes fold into, their members' keys
+    # and the changes.
+    folds: dict[str, tuple[Any, list[Any], list[FieldChange]]] = {}
     for position, member in enumerate(changes):
         member_key = position if keys is None else keys[position]
         for name, change in member.items():
@@ -247,11 +259,12 @@ def apply_sequential(
             fold = folds.get(name)
             if fold is None:
                 start = current.get(name, change.before)
-                fold = folds[name] = (start, [])
+                fold = folds[name] = (start, [], [])
                 current[name] = start  # keeps the field's first-write position
-            fold[1].append((member_key, change.before, change.after))
-    for name, (start, items) in folds.items():
-        current[name] = reduce_changes(name, reducers[name], start, items)
+            fold[1].append(member_key)
+            fold[2].append(change)
+    for name, (start, keys_of, field_changes) in folds.items():
+        current[name] = reduce_changes(name, reducers[name], start, keys_of, field_changes)
     _put_all(merged, current)
     return merged, set(current)
 

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
@@ -63,9 +63,12 @@ MISSING: Any = _Missing()
 """``FieldChange.before`` of a key a branch added; ``after`` of one it deleted."""
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    """One field's change in one branch; ``MISSING`` marks an absent key."""
+class FieldChange(NamedTuple):
+    """One field's change in one branch; ``MISSING`` marks an absent key.
+
+    A tuple ``(before, after)``, so a merge hands a field's changes to
+    ``Reducer.combine_many`` as they are, without building a pair per branch.
+    """
 
     before: Any
     after: Any
@@ -349,6 +352,8 @@ class Branch:
         base, state = self.base, self.state
         if isinstance(state, dict) and isinstance(base, dict):
             return self._dict_changes(base, state)
+        if isinstance(state, BaseModel) and isinstance(base, BaseModel):
+            return self._model_changes(base, state)
         for name in field_names(state):
             after = get_field(state, name)
             before = get_field(base, name)
@@ -356,7 +361,18 @@ class Branch:
                 continue
             if name not in self.owned or after != before:
                 out[name] = FieldChange(before, after)
-        if isinstance(state, BaseModel) and isinstance(base, BaseModel):
+        return out
+
+    def _model_changes(self, base: BaseModel, state: BaseModel) -> dict[str, FieldChange]:
+        # A model's __dict__ holds exactly its fields: read it directly, this runs
+        # once per branch of every fork.
+        out: dict[str, FieldChange] = {}
+        owned, before_of = self.owned, base.__dict__
+        for name, after in state.__dict__.items():
+            before = before_of[name]
+            if after is not before and (name not in owned or after != before):
+                out[name] = FieldChange(before, after)
+        if state.__pydantic_extra__ or base.__pydantic_extra__:
             _extra_changes(base, state, out)
         return out
 

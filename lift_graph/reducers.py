@@ -107,7 +107,10 @@ class _Append(Reducer):
         # One list grown in place: folding `combine` would copy it per change.
         out = list(current or [])
         for before, after in changes:
-            out.extend(delta(before, after))
+            if type(before) is list and type(after) is list and not before:
+                out.extend(after)  # the common case, a fork of an empty list
+            else:
+                out.extend(delta(before, after))
         return out
 
 
@@ -118,7 +121,10 @@ class _MergeDict(Reducer):
     def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
         out = dict(current or {})
         for before, after in changes:
-            out.update(delta(before, after))
+            if type(before) is dict and type(after) is dict and not before:
+                out.update(after)  # the common case, a fork of an empty dict
+            else:
+                out.update(delta(before, after))
         return out
 
 
