@@ -74,6 +74,12 @@ class FieldChange(NamedTuple):
     after: Any
 
 
+def _change(before: Any, after: Any) -> FieldChange:
+    # tuple.__new__ is a C call; a NamedTuple's own __new__ runs Python code, and
+    # this runs once per changed field of every branch.
+    return tuple.__new__(FieldChange, (before, after))
+
+
 def copy_value(value: Any) -> Any:
     """A deep copy, fast for the JSON-like data states are made of."""
     cls = type(value)
@@ -260,10 +266,10 @@ def _extra_changes(base: BaseModel, state: BaseModel, out: dict[str, FieldChange
         before = before_extra.get(name, MISSING)
         # Extras are never owned (deep-copied): a new object is a write.
         if after is not before:
-            out[name] = FieldChange(before, after)
+            out[name] = _change(before, after)
     for name, before in before_extra.items():
         if name not in after_extra:
-            out[name] = FieldChange(before, MISSING)
+            out[name] = _change(before, MISSING)
 
 
 _setattr = object.__setattr__
@@ -360,7 +366,7 @@ class Branch:
             if after is before:
                 continue
             if name not in self.owned or after != before:
-                out[name] = FieldChange(before, after)
+                out[name] = _change(before, after)
         return out
 
     def _model_changes(self, base: BaseModel, state: BaseModel) -> dict[str, FieldChange]:
@@ -371,7 +377,7 @@ class Branch:
         for name, after in state.__dict__.items():
             before = before_of[name]
             if after is not before and (name not in owned or after != before):
-                out[name] = FieldChange(before, after)
+                out[name] = _change(before, after)
         if state.__pydantic_extra__ or base.__pydantic_extra__:
             _extra_changes(base, state, out)
         return out
@@ -384,12 +390,12 @@ class Branch:
             if after is before:
                 continue
             if name not in owned or after != before:
-                out[name] = FieldChange(before, after)
+                out[name] = _change(before, after)
         # In base order, not a set difference: merged key order must not depend on
         # the hash seed.
         for name, before in base.items():
             if name not in state:
-                out[name] = FieldChange(before, MISSING)
+                out[name] = _change(before, MISSING)
         return out
 
 
