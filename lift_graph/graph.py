@@ -70,6 +70,8 @@ class Graph(Generic[StateT]):
     :raises InvalidNodeError: an entry of ``nodes`` is not a BaseNode subclass.
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
+    :raises GraphDefinitionError: the nodes' TypedDict states declare different
+        reducers for one key.
     """
 
     def __init__(self, nodes: Sequence[type[BaseNode[StateT]]], *, name: str | None = None) -> None:

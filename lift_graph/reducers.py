@@ -26,6 +26,7 @@ the values agree; ``same_value`` declares that equal values are expected and fin
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -145,6 +146,12 @@ class _Add(Reducer):
             return delta(before, after)
         return current + delta(before, after)
 
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        if type(current) is list:
+            # `+` on lists concatenates: build the list once, as `append` does.
+            return append.combine_many(current, changes)
+        return super().combine_many(current, changes)
+
 
 class _Union(Reducer):
     def combine(self, current: Any, before: Any, after: Any) -> Any:
@@ -215,6 +222,10 @@ def as_reducer(obj: Any) -> Reducer | None:
     """The reducer that ``Annotated`` metadata ``obj`` declares, or None."""
     if isinstance(obj, Reducer):
         return obj
+    if obj is operator.add:
+        # LangGraph's idiom, `Annotated[list[str], operator.add]`: the built-in
+        # `add` folds list concatenations in one pass instead of copying per branch.
+        return add
     if callable(obj) and not isinstance(obj, type):
         name = getattr(obj, "__name__", repr(obj))
         return Reducer(name, obj)

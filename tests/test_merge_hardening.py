@@ -591,3 +591,21 @@ def test_same_value_is_public_and_documented() -> None:
     assert "same_value" in lift_graph.__all__ and "same_value" in reducers_module.__all__
     assert same_value.combine_many(0, [(0, 3), (0, 3)]) == 3
     assert reducers_module.same_value.__doc__
+
+
+def test_operator_add_on_a_list_merges_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LangGraph's `Annotated[list[str], operator.add]` is the built-in `add`, which
+    # concatenates many list changes at once instead of copying per branch.
+    class Notes(BaseModel):
+        notes: Annotated[list[int], operator.add] = []
+
+    reducer = reducers_of(Notes)["notes"]
+    assert reducer is add
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("add.combine called per change")
+
+    monkeypatch.setattr(type(add), "combine", refuse)
+    writes = [(i, {"notes": FieldChange([], [i])}) for i in range(1000)]
+    merged, _ = merge_changes(Notes(), writes, reducers_of(Notes))
+    assert merged.notes == list(range(1000))
