@@ -154,6 +154,15 @@ def reduce_changes(
     """
     try:
         return reducer.combine_many(None if start is MISSING else start, _no_missing(changes))
+    except MergeError as exc:
+        # A reducer that refuses (same_value) names the writers by position.
+        culprits = [keys[p] for p in exc.branches if isinstance(p, int) and 0 <= p < len(keys)]
+        raise MergeError(
+            f"branches {_show_keys(culprits or keys)} conflict on state field {name!r} "
+            f"(reducer {reducer.name}): {exc}",
+            field=name,
+            branches=culprits or list(keys),
+        ) from exc
     except Exception as exc:  # a reducer is user code: whatever it raises is a merge failure
         raise MergeError(
             f"reducer {reducer.name} failed on state field {name!r} merging branches "

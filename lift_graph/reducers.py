@@ -183,10 +183,12 @@ class _Same(Reducer):
         first = changes[0][1]
         for i, (_, after) in enumerate(changes[1:], 1):
             if after != first:
+                # `branches` holds positions in `changes`: the merge names the branches.
                 raise MergeError(
-                    f"same_value requires every writer to write an equal value; writer 0 "
-                    f"wrote {_short(first)} and writer {i} wrote {_short(after)}: "
-                    "declare another reducer or let one branch write the field"
+                    f"same_value requires equal values, got {_short(first)} and "
+                    f"{_short(after)}: declare another reducer or let one branch write "
+                    "the field",
+                    branches=[0, i],
                 )
         return first
 

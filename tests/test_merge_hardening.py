@@ -571,8 +571,9 @@ async def test_same_value_merges_equal_writes_and_rejects_different_ones() -> No
     assert result.state.same == "v"
     with pytest.raises(MergeError) as info:
         await SCALAR_GRAPH.run(ScalarFork([*same[:2], Put("same", "w")]), state=Scalars())
-    assert info.value.field == "same" and info.value.branches == [0, 1, 2]
+    assert info.value.field == "same" and info.value.branches == [0, 2]
     assert "same_value" in str(info.value) and "'w'" in str(info.value)
+    assert "branches [0, 2]" in str(info.value)
 
 
 @pytest.mark.asyncio
