@@ -84,6 +84,11 @@ class Config:
     rpm_nodes: int = 3000
     rpm_limit: int = 600
     mem_branches: int = 100000
+    #: Branches of the reducer-merge fork (append / merge_dict vs writing nothing).
+    #: Not much below 20,000 in quick mode: the writing forks keep n changes alive
+    #: until the join, and whether one full GC pass falls inside a small run (on a
+    #: heap holding the peers' modules) would decide the ratio.
+    merge_branches: int = 100000
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -105,6 +110,7 @@ class Config:
             rpm_nodes=600,
             rpm_limit=120,
             mem_branches=20000,
+            merge_branches=20000,
         )
 
 

@@ -6,7 +6,7 @@
     python -m benchmarks.run --markdown benchmarks/RESULTS.md
     python -m benchmarks.run --check              # exit 1 when a target fails
 
-Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory. Peers
+Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge. Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

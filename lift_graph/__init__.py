@@ -70,6 +70,7 @@ from .reducers import last_value as last_value
 from .reducers import max_value as max_value
 from .reducers import merge_dict as merge_dict
 from .reducers import min_value as min_value
+from .reducers import same_value as same_value
 from .reducers import union as union
 
 __version__ = "0.1.0"
@@ -145,5 +146,6 @@ __all__ = [
     "par_all",
     "par_all_limit",
     "run_parallel",
+    "same_value",
     "union",
 ]

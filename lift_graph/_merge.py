@@ -7,19 +7,26 @@ final states alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from ._canonical import canonical_hash
-from ._state import FieldChange, field_names, get_field, set_field, shallow_copy
+from ._state import MISSING, FieldChange, field_names, get_field, put_field, shallow_copy
 from .blocks import MergeStrategy
 from .errors import CanonicalizationError, ConfigurationError, MergeError
 from .reducers import Reducer
 
-__all__ = ["BranchOutcome", "MergeOutcome", "apply_sequential", "merge_changes", "merge_outcomes"]
+__all__ = [
+    "BranchOutcome",
+    "MergeOutcome",
+    "apply_sequential",
+    "merge_changes",
+    "merge_outcomes",
+    "reduce_changes",
+]
 
 
 @dataclass(slots=True)
@@ -59,6 +66,11 @@ def _list_appends(before: Any, afters: Sequence[Any]) -> list[Any] | None:
 
 
 def _dict_union(name: str, before: Any, afters: Sequence[tuple[Any, Any]]) -> dict[Any, Any] | None:
+    """Union of the keys each branch added or changed; None: not all only did that.
+
+    :raises MergeError: two branches wrote one key, even with equal values (as for
+        a scalar field: two writers of one value are a conflict, not a merge).
+    """
     if not isinstance(before, dict):
         return None
     merged = dict(before)
@@ -69,11 +81,12 @@ def _dict_union(name: str, before: Any, afters: Sequence[tuple[Any, Any]]) -> di
         for k, v in after.items():
             if k in before and before[k] == v:
                 continue
-            if k in setter and merged[k] != v:
+            if k in setter:
                 raise MergeError(
-                    f"branches {setter[k]!r} and {key!r} wrote different values to key "
-                    f"{k!r} of state field {name!r}: declare a reducer with "
-                    f"Annotated[..., merge_dict] or write distinct keys",
+                    f"branches {setter[k]!r} and {key!r} both wrote key {k!r} of state "
+                    f"field {name!r}: declare a reducer with Annotated[..., merge_dict] "
+                    "(the later branch wins) or Annotated[..., same_value] (equal values "
+                    "expected), or write distinct keys",
                     field=name,
                     branches=[setter[k], key],
                 )
@@ -82,35 +95,103 @@ def _dict_union(name: str, before: Any, afters: Sequence[tuple[Any, Any]]) -> di
     return merged
 
 
-def _merge_field(
-    name: str, before: Any, writes: Sequence[tuple[Any, Any]], reducer: Reducer | None
+def _show_keys(keys: Sequence[Any], limit: int = 6) -> str:
+    if len(keys) <= limit:
+        return repr(list(keys))
+    return f"{list(keys[:limit])!r} and {len(keys) - limit} more"
+
+
+def _conflict(name: str, writes: Sequence[tuple[Any, Any]]) -> MergeError:
+    keys = [k for k, _ in writes]
+    shown = ", ".join(f"branch {k!r}: {_short(a)}" for k, a in writes[:3])
+    return MergeError(
+        f"branches {_show_keys(keys)} all wrote state field {name!r} ({shown}"
+        f"{', ...' if len(writes) > 3 else ''}); without a reducer only one branch of a "
+        "fork may write a field, even when the values agree (three `count += 1` must "
+        "not give 1): declare a reducer on the field, e.g. Annotated[int, add] to sum "
+        "increments or Annotated[..., same_value] when equal values are expected, or "
+        "let one branch write it",
+        field=name,
+        branches=keys,
+    )
+
+
+def _deleted(name: str, keys: Sequence[Any], afters: Sequence[Any]) -> Any:
+    """MISSING when every writer deleted ``name``.
+
+    :raises MergeError: some branches deleted it and others wrote it.
+    """
+    gone = [k for k, a in zip(keys, afters, strict=True) if a is MISSING]
+    if len(gone) == len(keys):
+        return MISSING
+    wrote = [k for k, a in zip(keys, afters, strict=True) if a is not MISSING]
+    raise MergeError(
+        f"branches {_show_keys(gone)} deleted state key {name!r} while branches "
+        f"{_show_keys(wrote)} wrote it: let one branch decide, or write a value instead "
+        "of deleting",
+        field=name,
+        branches=list(keys),
+    )
+
+
+def _no_missing(changes: Sequence[tuple[Any, Any]]) -> Sequence[tuple[Any, Any]]:
+    """A key the state lacked reaches a reducer as None: no value yet."""
+    if any(before is MISSING for before, _ in changes):
+        return [(None if b is MISSING else b, a) for b, a in changes]
+    return changes
+
+
+def reduce_changes(
+    name: str,
+    reducer: Reducer,
+    start: Any,
+    keys: Sequence[Any],
+    changes: Sequence[tuple[Any, Any]],
 ) -> Any:
-    """Combine the writes ``(branch key, after)`` of several branches to one field."""
+    """``reducer.combine_many(start, changes)``; ``keys`` name the writers in errors.
+
+    :raises MergeError: the reducer raised (the original is ``__cause__``).
+    """
+    try:
+        return reducer.combine_many(None if start is MISSING else start, _no_missing(changes))
+    except MergeError as exc:
+        # A reducer that refuses (same_value) names the writers by position.
+        culprits = [keys[p] for p in exc.branches if isinstance(p, int) and 0 <= p < len(keys)]
+        raise MergeError(
+            f"branches {_show_keys(culprits or keys)} conflict on state field {name!r} "
+            f"(reducer {reducer.name}): {exc}",
+            field=name,
+            branches=culprits or list(keys),
+        ) from exc
+    except Exception as exc:  # a reducer is user code: whatever it raises is a merge failure
+        raise MergeError(
+            f"reducer {reducer.name} failed on state field {name!r} merging branches "
+            f"{_show_keys(keys)}: {type(exc).__name__}: {exc}",
+            field=name,
+            branches=list(keys),
+        ) from exc
+
+
+def _merge_field(
+    name: str, keys: Sequence[Any], changes: Sequence[FieldChange], reducer: Reducer | None
+) -> Any:
+    """Combine several branches' changes to one field (they share ``before``)."""
+    afters = [c.after for c in changes]
+    if any(a is MISSING for a in afters):
+        return _deleted(name, keys, afters)
+    before = changes[0].before
     if reducer is not None:
-        current = before
-        for _, after in writes:
-            current = reducer.combine(current, before, after)
-        return current
-    if len(writes) == 1:
-        return writes[0][1]
-    appended = _list_appends(before, [a for _, a in writes])
+        return reduce_changes(name, reducer, before, keys, changes)
+    if len(afters) == 1:
+        return afters[0]
+    appended = _list_appends(before, afters)
     if appended is not None:
         return appended
+    writes = list(zip(keys, afters, strict=True))
     united = _dict_union(name, before, writes)
     if united is not None:
         return united
-    first_key, first = writes[0]
-    for key, after in writes[1:]:
-        if after != first:
-            keys = [k for k, _ in writes]
-            raise MergeError(
-                f"branches {keys!r} wrote different values to state field {name!r} "
-                f"(branch {first_key!r}: {_short(first)}, branch {key!r}: {_short(after)}): "
-                "declare a reducer on the field with Annotated[...] or let one branch write it",
-                field=name,
-                branches=keys,
-            )
-    return first
+    raise _conflict(name, writes)
 
 
 def _short(value: Any) -> str:
@@ -125,52 +206,75 @@ def merge_changes(
 ) -> tuple[Any, set[str]]:
     """Fork semantics: every branch changed the common ``base``; merge by index order.
 
-    :raises MergeError: two branches wrote different values to a field without a
-        reducer (and the writes are not list appends or disjoint dict keys).
+    :raises MergeError: several branches wrote a field without a reducer (and the
+        writes are not list appends or disjoint dict keys), one deleted a key another
+        wrote, or a reducer raised.
     """
-    # Every branch's `before` of a field is the common base's value: keep the first.
-    by_field: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
+    # Per field: the writers' keys and their changes, in branch order.
+    by_field: dict[str, tuple[list[Any], list[FieldChange]]] = {}
     for key, branch_changes in changes:
         for name, change in branch_changes.items():
-            if name not in by_field:
-                by_field[name] = (change.before, [])
-            by_field[name][1].append((key, change.after))
+            entry = by_field.get(name)
+            if entry is None:
+                entry = by_field[name] = ([], [])
+            entry[0].append(key)
+            entry[1].append(change)
     merged = shallow_copy(base)
-    for name, (before, writes) in by_field.items():
-        set_field(merged, name, _merge_field(name, before, writes, reducers.get(name)))
-    _mark_set(merged, by_field)
+    values = {
+        name: _merge_field(name, keys, field_changes, reducers.get(name))
+        for name, (keys, field_changes) in by_field.items()
+    }
+    _put_all(merged, values)
     return merged, set(by_field)
 
 
-def _mark_set(state: Any, names: Iterable[str]) -> None:
-    """A merged write counts as set: ``model_dump(exclude_unset=True)`` keeps it."""
+def _put_all(state: Any, values: Mapping[str, Any]) -> None:
+    """Write merged values (``MISSING``: delete); a merged write counts as set, so
+    ``model_dump(exclude_unset=True)`` keeps it."""
+    for name, value in values.items():
+        put_field(state, name, value)
     if isinstance(state, BaseModel):
-        state.__pydantic_fields_set__.update(names)
+        state.__pydantic_fields_set__.update(n for n, v in values.items() if v is not MISSING)
 
 
 def apply_sequential(
     base: Any,
     changes: Sequence[Mapping[str, FieldChange]],
     reducers: Mapping[str, Reducer],
+    *,
+    keys: Sequence[Any] | None = None,
 ) -> tuple[Any, set[str]]:
     """Pipeline semantics: apply each member's change in list order.
 
     Without a reducer a later writer depended on the earlier one (it saw its write),
-    so its value replaces; with one, its change is folded in.
+    so its value replaces, a deletion included; with one, its change is folded in,
+    all of a field's changes in one ``combine_many`` call. Errors name members by
+    ``keys`` (default: their position in ``changes``).
+
+    :raises MergeError: a reducer raised.
     """
     merged = shallow_copy(base)
     current: dict[str, Any] = {}
-    for member in changes:
+    # Reduced fields: the value the pending changes fold into, their members' keys
+    # and the changes.
+    folds: dict[str, tuple[Any, list[Any], list[FieldChange]]] = {}
+    for position, member in enumerate(changes):
+        member_key = position if keys is None else keys[position]
         for name, change in member.items():
-            reducer = reducers.get(name)
-            if reducer is None:
+            if reducers.get(name) is None or change.after is MISSING:
+                folds.pop(name, None)
                 current[name] = change.after
-            else:
-                start = current[name] if name in current else get_field(base, name)
-                current[name] = reducer.combine(start, change.before, change.after)
-    for name, value in current.items():
-        set_field(merged, name, value)
-    _mark_set(merged, current)
+                continue
+            fold = folds.get(name)
+            if fold is None:
+                start = current.get(name, change.before)
+                fold = folds[name] = (start, [], [])
+                current[name] = start  # keeps the field's first-write position
+            fold[1].append(member_key)
+            fold[2].append(change)
+    for name, (start, keys_of, field_changes) in folds.items():
+        current[name] = reduce_changes(name, reducers[name], start, keys_of, field_changes)
+    _put_all(merged, current)
     return merged, set(current)
 
 

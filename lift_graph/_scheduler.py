@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from ._joins import JoinTracker, Verdict
@@ -24,11 +25,12 @@ from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcom
 from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
 from ._runner import NodeRecord, RunSettings, run_node
-from ._state import Branch, reducers_of
+from ._state import Branch, reducers_for
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
 from .errors import GraphDefinitionError, JoinError, MergeError, NodeExecutionError
 from .node import End
+from .reducers import Reducer
 
 __all__ = ["Scheduler"]
 
@@ -62,6 +64,10 @@ async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
 
 class Scheduler:
     """Runs one graph run's paths; owns its records and determinism flag."""
+
+    #: Reducers for a plain ``dict`` state, from the TypedDict the graph's nodes
+    #: declare (``Graph`` sets them; a dict carries no annotations of its own).
+    dict_reducers: Mapping[str, Reducer] = MappingProxyType({})
 
     def __init__(
         self,
@@ -291,7 +297,7 @@ class Scheduler:
             raise self._join_error(key, join, errors, keys)
         ok = [i for i, s in enumerate(final_status) if s is BranchStatus.SUCCEEDED]
         if ok:
-            reducers = reducers_of(branch.state)
+            reducers = reducers_for(branch.state, self.dict_reducers)
             try:
                 if fork.merge is MergeStrategy.ALL_SUCCESS:
                     # The common case, kept lean for huge forks: only branches that
@@ -392,7 +398,7 @@ class Scheduler:
         nodes = pipe.nodes
         n = len(nodes)
         base = branch.state
-        reducers = reducers_of(base)
+        reducers = reducers_for(base, self.dict_reducers)
         plan = plan_pipeline(tuple(map(declared_io, nodes)), frozenset(reducers))
         statuses: list[BranchStatus | None] = [None] * n
         values: list[Any] = [None] * n
@@ -409,7 +415,7 @@ class Scheduler:
             anc = plan.ancestors[i]
             view = base
             if anc:
-                view = apply_sequential(base, [changes[a] for a in anc], reducers)[0]
+                view = apply_sequential(base, [changes[a] for a in anc], reducers, keys=anc)[0]
             child = Branch.fork(view)
             task = loop.create_task(
                 self._member(nodes[i], child, f"{key}/p{i}/0.{type(nodes[i]).__name__}", provs[i])
@@ -436,8 +442,14 @@ class Scheduler:
             if done.done():
                 return
             ready = [j for j in plan.dependents[i] if _dec(waiting, j) == 0]
-            for j in plan.ready_order(ready):
-                start(j)
+            try:
+                for j in plan.ready_order(ready):
+                    start(j)
+            except MergeError as merge_exc:
+                # A reducer failed building a member's view: raised in a callback it
+                # would only be logged, and the pipeline would wait forever.
+                done.set_exception(merge_exc)
+                return
             if finished == n:
                 done.set_result(True)
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from .errors import (
+    GraphDefinitionError,
     InvalidStateError,
     MissingFieldError,
     StateValidationError,
@@ -35,13 +36,17 @@ from .errors import (
 from .reducers import Reducer, as_reducer
 
 __all__ = [
+    "MISSING",
     "Branch",
     "FieldChange",
     "copy_value",
     "field_names",
     "fingerprint",
     "get_field",
+    "put_field",
+    "reducers_for",
     "reducers_of",
+    "reducers_of_types",
     "set_field",
     "shallow_copy",
 ]
@@ -49,10 +54,37 @@ __all__ = [
 _ATOMS = (str, int, float, bool, bytes, type(None), complex, frozenset)
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
+class _Missing:
+    """The value of a key a dict state (or a model's extras) does not have."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+"""``FieldChange.before`` of a key a branch added; ``after`` of one it deleted."""
+
+
+class FieldChange(NamedTuple):
+    """One field's change in one branch; ``MISSING`` marks an absent key.
+
+    A tuple ``(before, after)``, so a merge hands a field's changes to
+    ``Reducer.combine_many`` as they are, without building a pair per branch.
+    """
+
     before: Any
     after: Any
+
+
+def _change(before: Any, after: Any) -> FieldChange:
+    # tuple.__new__ is a C call; a NamedTuple's own __new__ runs Python code, and
+    # this runs once per changed field of every branch.
+    return tuple.__new__(FieldChange, (before, after))
 
 
 def copy_value(value: Any) -> Any:
@@ -101,6 +133,26 @@ def field_names(state: Any) -> tuple[str, ...]:
     return names
 
 
+_QUALIFIERS = (typing.Required, typing.NotRequired)
+
+
+def _hint_reducer(hint: Any) -> Reducer | None:
+    """The reducer in a hint's ``Annotated`` metadata, looking through a TypedDict's
+    ``Required[...]`` / ``NotRequired[...]`` wrapper on either side of it."""
+    found: Reducer | None = None
+    while hint is not None:
+        for meta in getattr(hint, "__metadata__", ()):
+            r = as_reducer(meta)
+            if r is not None:
+                found = r
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated or origin in _QUALIFIERS:
+            hint = typing.get_args(hint)[0]
+        else:
+            hint = None
+    return found
+
+
 @lru_cache(maxsize=512)
 def _reducers_of_type(cls: Any) -> dict[str, Reducer]:
     out: dict[str, Reducer] = {}
@@ -115,21 +167,64 @@ def _reducers_of_type(cls: Any) -> dict[str, Reducer]:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolved forward refs: no reducers then
         return out
-    for name in _fields_of_type(cls):
-        hint = hints.get(name)
-        for meta in getattr(hint, "__metadata__", ()):
-            r = as_reducer(meta)
-            if r is not None:
-                out[name] = r
+    # A TypedDict's keys are its annotations; a dataclass's fields are listed.
+    names = tuple(hints) if typing.is_typeddict(cls) else _fields_of_type(cls)
+    for name in names:
+        r = _hint_reducer(hints.get(name))
+        if r is not None:
+            out[name] = r
     return out
 
 
 def reducers_of(state_or_type: Any) -> dict[str, Reducer]:
-    """Reducers declared with ``Annotated`` on the state model, by field name."""
+    """Reducers declared with ``Annotated`` on the state model, by field name.
+
+    A plain ``dict`` state carries no annotations: its reducers come from the
+    TypedDict its nodes declare (``reducers_of_types`` / ``reducers_for``).
+    """
     cls = state_or_type if isinstance(state_or_type, type) else type(state_or_type)
     if cls is dict:
         return {}
     return _reducers_of_type(cls)
+
+
+def _same_reducer(a: Reducer, b: Reducer) -> bool:
+    # Each declaration wraps a plain callable (operator.add) in a Reducer of its own.
+    return a is b or (type(a) is type(b) is Reducer and a._fn is b._fn)
+
+
+def reducers_of_types(state_types: Iterable[Any]) -> dict[str, Reducer]:
+    """Reducers the TypedDict state types among ``state_types`` declare.
+
+    At run time a TypedDict state is a plain ``dict``, so a graph collects these from
+    its node classes' ``BaseNode[State]`` parameters.
+
+    :raises GraphDefinitionError: two state types declare different reducers for
+        one key.
+    """
+    out: dict[str, Reducer] = {}
+    owner: dict[str, type] = {}
+    for tp in state_types:
+        if not (isinstance(tp, type) and typing.is_typeddict(tp)):
+            continue
+        for name, reducer in _reducers_of_type(tp).items():
+            if name in out and not _same_reducer(out[name], reducer):
+                raise GraphDefinitionError(
+                    f"state key {name!r} has reducer {out[name].name} in "
+                    f"{owner[name].__name__} but {reducer.name} in {tp.__name__}: "
+                    "declare one reducer per key across the graph's state types"
+                )
+            out[name] = reducer
+            owner[name] = tp
+    return out
+
+
+def reducers_for(state: Any, dict_reducers: Mapping[str, Reducer]) -> Mapping[str, Reducer]:
+    """The reducers of ``state``: declared on its model, or for a plain ``dict``
+    state, ``dict_reducers`` (those of the TypedDict its nodes declare)."""
+    if type(state) is dict:
+        return dict_reducers
+    return reducers_of(state)
 
 
 def get_field(state: Any, name: str) -> Any:
@@ -146,6 +241,42 @@ def set_field(state: Any, name: str, value: Any) -> None:
         state.__dict__[name] = value
     else:
         object.__setattr__(state, name, value)
+
+
+def put_field(state: Any, name: str, value: Any) -> None:
+    """``set_field`` that also deletes (``value`` is ``MISSING``) a dict state's key
+    or a model's extra, and writes a pydantic model's extras (``extra="allow"``)."""
+    if isinstance(state, BaseModel) and name not in type(state).model_fields:
+        extra = state.__pydantic_extra__
+        if extra is None:
+            extra = {}
+            _setattr(state, "__pydantic_extra__", extra)
+        if value is MISSING:
+            extra.pop(name, None)
+            state.__pydantic_fields_set__.discard(name)
+        else:
+            extra[name] = value
+    elif value is MISSING:
+        if isinstance(state, dict):
+            state.pop(name, None)
+    else:
+        set_field(state, name, value)
+
+
+def _extra_changes(base: BaseModel, state: BaseModel, out: dict[str, FieldChange]) -> None:
+    """Changes to a model's extras (``extra="allow"``): set, replaced or deleted."""
+    before_extra = base.__pydantic_extra__ or {}
+    after_extra = state.__pydantic_extra__ or {}
+    if not before_extra and not after_extra:
+        return
+    for name, after in after_extra.items():
+        before = before_extra.get(name, MISSING)
+        # Extras are never owned (deep-copied): a new object is a write.
+        if after is not before:
+            out[name] = _change(before, after)
+    for name, before in before_extra.items():
+        if name not in after_extra:
+            out[name] = _change(before, MISSING)
 
 
 _setattr = object.__setattr__
@@ -309,18 +440,53 @@ class Branch:
             owned.add(name)
 
     def changes(self) -> dict[str, FieldChange]:
-        """The fields whose value differs from ``base``, with before / after."""
+        """The fields whose value differs from ``base``, with before / after.
+
+        A key of a dict state that the branch added has ``before`` ``MISSING``, one
+        it deleted ``after`` ``MISSING``; a pydantic model's extras count as fields.
+        """
         out: dict[str, FieldChange] = {}
         base, state = self.base, self.state
+        if isinstance(state, dict) and isinstance(base, dict):
+            return self._dict_changes(base, state)
+        if isinstance(state, BaseModel) and isinstance(base, BaseModel):
+            return self._model_changes(base, state)
         for name in field_names(state):
             after = get_field(state, name)
-            before = (
-                get_field(base, name) if not (isinstance(base, dict) and name not in base) else None
-            )
+            before = get_field(base, name)
             if after is before:
                 continue
             if name not in self.owned or after != before:
-                out[name] = FieldChange(before, after)
+                out[name] = _change(before, after)
+        return out
+
+    def _model_changes(self, base: BaseModel, state: BaseModel) -> dict[str, FieldChange]:
+        # A model's __dict__ holds exactly its fields: read it directly, this runs
+        # once per branch of every fork.
+        out: dict[str, FieldChange] = {}
+        owned, before_of = self.owned, base.__dict__
+        for name, after in state.__dict__.items():
+            before = before_of[name]
+            if after is not before and (name not in owned or after != before):
+                out[name] = _change(before, after)
+        if state.__pydantic_extra__ or base.__pydantic_extra__:
+            _extra_changes(base, state, out)
+        return out
+
+    def _dict_changes(self, base: dict[Any, Any], state: dict[Any, Any]) -> dict[str, FieldChange]:
+        out: dict[str, FieldChange] = {}
+        owned = self.owned
+        for name, after in state.items():
+            before = base.get(name, MISSING)
+            if after is before:
+                continue
+            if name not in owned or after != before:
+                out[name] = _change(before, after)
+        # In base order, not a set difference: merged key order must not depend on
+        # the hash seed.
+        for name, before in base.items():
+            if name not in state:
+                out[name] = _change(before, MISSING)
         return out
 
 

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
+from ._plan import state_type_of
 from ._runner import NodeRecord, RunSettings, run_node
-from ._state import Branch, reducers_of
+from ._state import Branch, reducers_for, reducers_of_types
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError
 from .limits import Limits, _Slots
@@ -197,7 +198,9 @@ class ParallelExecutor(Generic[StateT]):
 
         FIRST_SUCCESS takes the first successful result by index; ALL_SUCCESS needs
         every result to succeed and merges their changes field by field in index
-        order (reducers declared on the state model apply); MAJORITY hashes each
+        order (reducers declared on the state model apply; for a plain ``dict``
+        state, those of the TypedDict the nodes declare as ``BaseNode[State]``);
+        MAJORITY hashes each
         result's canonical output (its ``End`` value, the fields in ``vote_fields``,
         or else its changed fields), picks the most common, ties to the lowest index,
         and reports the agreement in ``metadata["merge"]``.
@@ -229,7 +232,10 @@ class ParallelExecutor(Generic[StateT]):
             base_ctx.state,
             outcomes,
             strategy,
-            reducers_of(base_ctx.state),
+            reducers_for(
+                base_ctx.state,
+                reducers_of_types(state_type_of(type(r.node)) for r in results),
+            ),
             vote_fields=vote_fields,
         )
         provenance = list(base_ctx.provenance)

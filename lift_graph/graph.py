@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._plan import node_edges, validate_node_classes
+from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
 from ._scheduler import Scheduler
-from ._state import Branch
+from ._state import Branch, reducers_of_types
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots
@@ -72,12 +72,17 @@ class Graph(Generic[StateT]):
         its ``run`` is a plain ``def`` (declare it ``async def run``).
     :raises UnknownNodeError: a return annotation names a class not in ``nodes``.
     :raises UnknownFieldError: a node's reads / writes name a field its state lacks.
+    :raises GraphDefinitionError: the nodes' TypedDict states declare different
+        reducers for one key.
     """
 
     def __init__(self, nodes: Sequence[type[BaseNode[StateT]]], *, name: str | None = None) -> None:
         self.name = name or "graph"
         self._by_name = validate_node_classes(nodes)
         self.node_classes: frozenset[type] = frozenset(self._by_name.values())
+        # A TypedDict state is a plain dict at run time: its Annotated reducers
+        # come from the nodes' `BaseNode[State]` parameter, as LangGraph users expect.
+        self._dict_reducers = reducers_of_types(state_type_of(c) for c in self._by_name.values())
         # Transitions seen in runs: forks name their branch classes only at run time.
         self._observed: set[tuple[str, str, str]] = set()
         self._all_deterministic = all(
@@ -166,6 +171,7 @@ class Graph(Generic[StateT]):
             strict=strict,
         )
         scheduler = Scheduler(settings, self.node_classes, _emit, max_steps)
+        scheduler.dict_reducers = self._dict_reducers
         root = Branch.fork(state)
         began = time.perf_counter()
         if timeout is None:

@@ -8,18 +8,29 @@ Declare one on the state model with ``Annotated``::
         best: Annotated[float, max_value] = 0.0
         calls: Annotated[int, operator.add] = 0     # any (current, update) callable
 
-A reducer combines changes one at a time, in branch index order (or, in a pipeline,
-in list order), starting from the common base: ``combine(current, before, after)``
-folds the change ``before -> after`` of one branch into ``current``. A plain
-callable ``f(current, update)`` is folded with ``update`` being the change's delta:
-the appended items of a list that only grew, the added or changed entries of a dict
-that lost no key, ``after - before`` for numbers, and ``after`` otherwise.
+A reducer combines changes in branch index order (or, in a pipeline, in list order),
+starting from the common base: ``combine(current, before, after)`` folds the change
+``before -> after`` of one branch into ``current``. A merge hands a reducer all the
+changes to one field at once, through ``combine_many(current, changes)``; its
+default folds ``combine`` over them, and the built-in collection reducers override it
+to build the result once, so merging n branches costs O(total size), not O(n²).
+A plain callable ``f(current, update)`` is folded with ``update`` being the change's
+delta: the appended items of a list that only grew, the added or changed entries of
+a dict that lost no key, ``after - before`` for numbers, and ``after`` otherwise.
+A ``current`` of None means no value yet (a key the state did not have): the first
+update becomes the value.
+
+Without a reducer, a field written by several branches is a ``MergeError`` even when
+the values agree; ``same_value`` declares that equal values are expected and fine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from .errors import MergeError
 
 __all__ = [
     "Reducer",
@@ -31,6 +42,7 @@ __all__ = [
     "max_value",
     "merge_dict",
     "min_value",
+    "same_value",
     "union",
 ]
 
@@ -67,7 +79,21 @@ class Reducer:
         """Fold the change ``before -> after`` of one writer into ``current``."""
         if self._fn is None:
             raise NotImplementedError(f"reducer {self.name} does not implement combine")
+        if current is None:
+            # No value yet (a key the state lacked): the first update is the value,
+            # as a counter starts at its first increment.
+            return delta(before, after)
         return self._fn(current, delta(before, after))
+
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        """Fold every change ``(before, after)`` into ``current``, in order.
+
+        The merge calls this once per field; override it when folding one change at
+        a time would copy ``current`` again for every change.
+        """
+        for before, after in changes:
+            current = self.combine(current, before, after)
+        return current
 
     def __repr__(self) -> str:
         return f"<reducer {self.name}>"
@@ -78,10 +104,29 @@ class _Append(Reducer):
         added = delta(before, after)
         return [*(current or []), *added]
 
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        # One list grown in place: folding `combine` would copy it per change.
+        out = list(current or [])
+        for before, after in changes:
+            if type(before) is list and type(after) is list and not before:
+                out.extend(after)  # the common case, a fork of an empty list
+            else:
+                out.extend(delta(before, after))
+        return out
+
 
 class _MergeDict(Reducer):
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return {**(current or {}), **delta(before, after)}
+
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        out = dict(current or {})
+        for before, after in changes:
+            if type(before) is dict and type(after) is dict and not before:
+                out.update(after)  # the common case, a fork of an empty dict
+            else:
+                out.update(delta(before, after))
+        return out
 
 
 class _Extreme(Reducer):
@@ -97,17 +142,60 @@ class _Extreme(Reducer):
 
 class _Add(Reducer):
     def combine(self, current: Any, before: Any, after: Any) -> Any:
+        if current is None:
+            return delta(before, after)
         return current + delta(before, after)
+
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        if type(current) is list:
+            # `+` on lists concatenates: build the list once, as `append` does.
+            return append.combine_many(current, changes)
+        return super().combine_many(current, changes)
 
 
 class _Union(Reducer):
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return type(after)(set(current or ()) | set(after))
 
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        if not changes:
+            return current
+        out = set(current or ())
+        for _, after in changes:
+            out.update(after)
+        return type(changes[-1][1])(out)
+
 
 class _Last(Reducer):
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return after
+
+
+class _Same(Reducer):
+    """Every writer must write an equal value, which is kept."""
+
+    def combine(self, current: Any, before: Any, after: Any) -> Any:
+        return self.combine_many(current, [(before, after)])
+
+    def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
+        if not changes:
+            return current
+        first = changes[0][1]
+        for i, (_, after) in enumerate(changes[1:], 1):
+            if after != first:
+                # `branches` holds positions in `changes`: the merge names the branches.
+                raise MergeError(
+                    f"same_value requires equal values, got {_short(first)} and "
+                    f"{_short(after)}: declare another reducer or let one branch write "
+                    "the field",
+                    branches=[0, i],
+                )
+        return first
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 append: Reducer = _Append("append")
@@ -122,12 +210,24 @@ add: Reducer = _Add("add")
 union: Reducer = _Union("union")
 last_value: Reducer = _Last("last_value")
 """The highest-index writer wins (deterministic, never a conflict)."""
+same_value: Reducer = _Same("same_value")
+"""Every writer must write an equal value, which is kept (idempotent writes).
+
+Without a reducer, several branches writing one field is a ``MergeError`` even when
+they agree (three ``count += 1`` must not give 1). Declare ``same_value`` where
+agreement is expected: equal writes merge to that value, and differing ones raise
+``MergeError`` naming the field and the branches.
+"""
 
 
 def as_reducer(obj: Any) -> Reducer | None:
     """The reducer that ``Annotated`` metadata ``obj`` declares, or None."""
     if isinstance(obj, Reducer):
         return obj
+    if obj is operator.add:
+        # LangGraph's idiom, `Annotated[list[str], operator.add]`: the built-in
+        # `add` folds list concatenations in one pass instead of copying per branch.
+        return add
     if callable(obj) and not isinstance(obj, type):
         name = getattr(obj, "__name__", repr(obj))
         return Reducer(name, obj)

@@ -47,6 +47,7 @@ TINY = replace(
     rpm_nodes=90,
     rpm_limit=30,
     mem_branches=2000,
+    merge_branches=2000,
 )
 
 
@@ -107,6 +108,7 @@ def test_every_workload_is_registered() -> None:
         "isolation",
         "rpm",
         "memory",
+        "merge",
     ]
 
 
@@ -190,6 +192,19 @@ def test_memory(outcomes: dict[str, Outcome]) -> None:
     for engine in (LIFT, ASYNCIO):
         (row,) = _rows(out, engine)
         assert 1 < fig(row) < 100_000  # MB
+
+
+def test_merge(outcomes: dict[str, Outcome]) -> None:
+    out = _run("merge", outcomes)
+    _assert_finite(out)
+    engines = {r.engine for r in out.rows if r.workload.startswith("merge fork")}
+    kinds = ("append", "merge_dict", "declared nothing", "declared append", "declared merge_dict")
+    assert engines == {LIFT, *(f"{LIFT} ({k})" for k in kinds)}
+    assert [t.what for t in out.targets] == [
+        "append fork / write-nothing fork",
+        "merge_dict fork / write-nothing fork",
+    ]
+    assert all(t.value is not None and t.value > 0 and t.limit == 1.5 for t in out.targets)
 
 
 def test_check_rejects_a_wrong_answer() -> None:

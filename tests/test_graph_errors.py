@@ -187,9 +187,12 @@ async def test_parallel_writes_that_conflict_raise_merge_error_with_results() ->
     assert err.join.results == ["L", "R"]
     assert err.join.statuses == [BranchStatus.SUCCEEDED, BranchStatus.SUCCEEDED]
 
-    # Equal values are fine; list appends merge in branch order.
-    result = await graph.run(Agree(), state=State())
-    assert result.state.label == "same" and result.state.log == ["same", "same"]
+    # Equal values conflict too (three `count += 1` must never give 1); the
+    # message points at the reducer that allows them.
+    with pytest.raises(MergeError) as agreed:
+        await graph.run(Agree(), state=State())
+    assert agreed.value.field == "label" and agreed.value.branches == [0, 1]
+    assert "same_value" in str(agreed.value)
 
 
 @dataclass

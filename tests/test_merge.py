@@ -211,8 +211,15 @@ async def test_all_success_list_appends_in_index_order_regardless_of_completion(
 
 
 @pytest.mark.asyncio
-async def test_all_success_equal_scalar_writes_are_fine() -> None:
+async def test_all_success_equal_scalar_writes_conflict() -> None:
+    # two writers of one scalar without a reducer conflict even when they agree
     ex, results = await run_all([Contribute(0, counter=7), Contribute(1, counter=7)], State())
+    with pytest.raises(MergeError) as info:
+        ex.merge_states(results, MergeStrategy.ALL_SUCCESS)
+    assert info.value.field == "counter"
+    assert info.value.branches == [results[0].key, results[1].key]
+    # one writer is never a conflict
+    ex, results = await run_all([Contribute(0, counter=7), Contribute(1)], State())
     merged = ex.merge_states(results, MergeStrategy.ALL_SUCCESS)
     assert merged.state.counter == 7
     assert merged.state.items == ["n0", "n1"]
@@ -499,7 +506,7 @@ async def test_merge_of_no_results_is_merge_error() -> None:
 
 @pytest.mark.asyncio
 async def test_merged_writes_count_as_set_fields() -> None:
-    ex, results = await run_all([Contribute(0, counter=3), Contribute(1, counter=3)], State())
+    ex, results = await run_all([Contribute(0, counter=3), Contribute(1)], State())
     for strategy in MergeStrategy:
         merged = ex.merge_states(results, strategy).state
         dumped = merged.model_dump(exclude_unset=True)

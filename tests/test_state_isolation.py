@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from lift_graph import (
     BaseNode,
     End,
+    MergeError,
     MergeStrategy,
     NodeExecutionError,
     ParallelExecutor,
@@ -133,7 +134,10 @@ async def test_declared_writes_do_not_copy_the_big_field() -> None:
         assert result.context.state is not state
         assert result.context.state.small == 1
     assert state.small == 0
-    merged = ex.merge_states(results, MergeStrategy.ALL_SUCCESS)
+    # four `small += 1` without a reducer must not merge to 1
+    with pytest.raises(MergeError, match="small"):
+        ex.merge_states(results, MergeStrategy.ALL_SUCCESS)
+    merged = ex.merge_states(results, MergeStrategy.FIRST_SUCCESS)
     assert merged.state.small == 1
     assert merged.state.big is state.big
 

@@ -18,6 +18,7 @@ NAMES: dict[str, str] = {
     "isolation": "isolation",
     "rpm": "rpm",
     "memory": "memory",
+    "merge": "merge",
 }
 
 
