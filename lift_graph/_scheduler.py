@@ -20,12 +20,13 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from ._declared_reducers import reducers_for
 from ._joins import JoinTracker, Verdict
 from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcomes
 from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
 from ._runner import NodeRecord, RunSettings, run_node
-from ._state import Branch, reducers_for
+from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
 from .errors import GraphDefinitionError, JoinError, MergeError, NodeExecutionError

@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from .errors import (
-    GraphDefinitionError,
     InvalidStateError,
     MissingFieldError,
     StateValidationError,
     UncopyableFieldError,
     UndeclaredMutationError,
 )
-from .reducers import Reducer, as_reducer
 
 __all__ = [
     "MISSING",
@@ -41,12 +37,10 @@ __all__ = [
     "FieldChange",
     "copy_value",
     "field_names",
+    "fields_of_type",
     "fingerprint",
     "get_field",
     "put_field",
-    "reducers_for",
-    "reducers_of",
-    "reducers_of_types",
     "set_field",
     "shallow_copy",
 ]
@@ -110,7 +104,7 @@ def copy_value(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _fields_of_type(cls: Any) -> tuple[str, ...]:
+def fields_of_type(cls: Any) -> tuple[str, ...]:
     if issubclass(cls, BaseModel):
         return tuple(cls.model_fields)
     if dataclasses.is_dataclass(cls):
@@ -129,102 +123,8 @@ def field_names(state: Any) -> tuple[str, ...]:
     if names is None:
         if cls is dict:
             return tuple(state)
-        names = _FIELDS[cls] = _fields_of_type(cls)
+        names = _FIELDS[cls] = fields_of_type(cls)
     return names
-
-
-_QUALIFIERS = (typing.Required, typing.NotRequired)
-
-
-def _hint_reducer(hint: Any) -> Reducer | None:
-    """The reducer in a hint's ``Annotated`` metadata, looking through a TypedDict's
-    ``Required[...]`` / ``NotRequired[...]`` wrapper on either side of it."""
-    found: Reducer | None = None
-    while hint is not None:
-        for meta in getattr(hint, "__metadata__", ()):
-            r = as_reducer(meta)
-            if r is not None:
-                found = r
-        origin = typing.get_origin(hint)
-        if origin is typing.Annotated or origin in _QUALIFIERS:
-            hint = typing.get_args(hint)[0]
-        else:
-            hint = None
-    return found
-
-
-@lru_cache(maxsize=512)
-def _reducers_of_type(cls: Any) -> dict[str, Reducer]:
-    out: dict[str, Reducer] = {}
-    if issubclass(cls, BaseModel):
-        for name, info in cls.model_fields.items():
-            for meta in info.metadata:
-                r = as_reducer(meta)
-                if r is not None:
-                    out[name] = r
-        return out
-    try:
-        hints = typing.get_type_hints(cls, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolved forward refs: no reducers then
-        return out
-    # A TypedDict's keys are its annotations; a dataclass's fields are listed.
-    names = tuple(hints) if typing.is_typeddict(cls) else _fields_of_type(cls)
-    for name in names:
-        r = _hint_reducer(hints.get(name))
-        if r is not None:
-            out[name] = r
-    return out
-
-
-def reducers_of(state_or_type: Any) -> dict[str, Reducer]:
-    """Reducers declared with ``Annotated`` on the state model, by field name.
-
-    A plain ``dict`` state carries no annotations: its reducers come from the
-    TypedDict its nodes declare (``reducers_of_types`` / ``reducers_for``).
-    """
-    cls = state_or_type if isinstance(state_or_type, type) else type(state_or_type)
-    if cls is dict:
-        return {}
-    return _reducers_of_type(cls)
-
-
-def _same_reducer(a: Reducer, b: Reducer) -> bool:
-    # Each declaration wraps a plain callable (operator.add) in a Reducer of its own.
-    return a is b or (type(a) is type(b) is Reducer and a._fn is b._fn)
-
-
-def reducers_of_types(state_types: Iterable[Any]) -> dict[str, Reducer]:
-    """Reducers the TypedDict state types among ``state_types`` declare.
-
-    At run time a TypedDict state is a plain ``dict``, so a graph collects these from
-    its node classes' ``BaseNode[State]`` parameters.
-
-    :raises GraphDefinitionError: two state types declare different reducers for
-        one key.
-    """
-    out: dict[str, Reducer] = {}
-    owner: dict[str, type] = {}
-    for tp in state_types:
-        if not (isinstance(tp, type) and typing.is_typeddict(tp)):
-            continue
-        for name, reducer in _reducers_of_type(tp).items():
-            if name in out and not _same_reducer(out[name], reducer):
-                raise GraphDefinitionError(
-                    f"state key {name!r} has reducer {out[name].name} in "
-                    f"{owner[name].__name__} but {reducer.name} in {tp.__name__}: "
-                    "declare one reducer per key across the graph's state types"
-                )
-            out[name] = reducer
-            owner[name] = tp
-    return out
-
-
-def reducers_for(state: Any, dict_reducers: Mapping[str, Reducer]) -> Mapping[str, Reducer]:
-    """The reducers of ``state``: declared on its model, or for a plain ``dict``
-    state, ``dict_reducers`` (those of the TypedDict its nodes declare)."""
-    if type(state) is dict:
-        return dict_reducers
-    return reducers_of(state)
 
 
 def get_field(state: Any, name: str) -> Any:

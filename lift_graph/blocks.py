@@ -294,8 +294,8 @@ class JoinResult(Generic[T]):
 
 
 def _inferred(nodes: list[Any]) -> list[Any]:
+    from ._declared_reducers import reducers_of
     from ._plan import declared_io, infer_order, state_type_of
-    from ._state import reducers_of
 
     state_type = state_type_of(type(nodes[0])) if nodes else None
     reduced = frozenset(reducers_of(state_type)) if state_type is not None else frozenset()

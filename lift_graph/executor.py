@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
+from ._declared_reducers import reducers_for, reducers_of_types
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
 from ._plan import state_type_of
 from ._runner import NodeRecord, RunSettings, run_node
-from ._state import Branch, reducers_for, reducers_of_types
+from ._state import Branch
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError
 from .limits import Limits, _Slots

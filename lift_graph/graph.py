@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ._declared_reducers import reducers_of_types
 from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
 from ._scheduler import Scheduler
-from ._state import Branch, reducers_of_types
+from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots

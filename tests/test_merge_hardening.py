@@ -33,8 +33,9 @@ from lift_graph import (
     union,
 )
 from lift_graph import reducers as reducers_module
+from lift_graph._declared_reducers import reducers_of
 from lift_graph._merge import apply_sequential, merge_changes
-from lift_graph._state import MISSING, Branch, FieldChange, reducers_of
+from lift_graph._state import MISSING, Branch, FieldChange
 
 # --------------------------------------------------------------------------- helpers
 

@@ -39,7 +39,11 @@ async def run_cells(cells: list[tuple[str, str]]) -> dict[str, Any]:
     """Run ``(where, source)`` cells in order in one namespace, as an IPython kernel does."""
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     for where, source in cells:
-        code = compile(source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        # dont_inherit: a kernel does not compile cells under this module's
+        # `from __future__ import annotations`.
+        code = compile(
+            source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
         try:
             result = eval(code, namespace)
             if code.co_flags & inspect.CO_COROUTINE:
@@ -140,3 +144,33 @@ async def test_docs_index_example_runs(capsys: pytest.CaptureFixture[str]) -> No
     await run_cells([(f"docs/index.md[block {i}]", b) for i, b in enumerate(blocks)])
     out = capsys.readouterr().out.splitlines()
     assert out == ["A + B + C", "['a: ...', 'b: ...', 'c: ...']", "True"]
+
+
+@pytest.mark.asyncio
+async def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "README.md should have exactly one python example"
+    await run_cells([("README.md[example]", blocks[0])])
+    assert capsys.readouterr().out.splitlines() == [
+        "3/3: summary of a; summary of b; summary of c True"
+    ]
+
+
+@pytest.mark.asyncio
+async def test_concepts_typeddict_reducer_example_runs() -> None:
+    text = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "TypedDict" in b)
+    setup = (
+        "import operator\nfrom dataclasses import dataclass\n"
+        "from typing import Annotated, NotRequired, TypedDict\n"
+        "from lift_graph import BaseNode, End, Fork, Graph, RunContext, append\n"
+    )
+    check = (
+        "@dataclass\nclass Start(BaseNode[State]):\n"
+        "    async def run(self, ctx: RunContext[State]) -> Fork[State]:\n"
+        "        return Fork([Bump(), Bump(), Bump()])\n"
+        "result = await Graph(nodes=[Start, Bump]).run(Start(), state={'count': 0})\n"
+        "assert result.state == {'count': 3}, result.state\n"
+    )
+    await run_cells([("setup", setup), ("docs/concepts.md[TypedDict]", block), ("check", check)])
