@@ -236,8 +236,6 @@ def check_node(obj: object, where: str) -> None:
     validate_node_attributes(obj)
 
 
-#: The engine's node attributes, in the order `validate_node_attributes` reads them.
-_ATTRIBUTES = ("provider", "reads", "writes", "retry", "timeout")
 #: Per class, the attribute values last found valid.
 _VALIDATED: dict[type, tuple[Any, ...]] = {}
 
@@ -253,7 +251,14 @@ def validate_node_attributes(node: object) -> None:
     """
     cls: type = node if isinstance(node, type) else type(node)
     is_class = cls is node
-    values = tuple(getattr(node, a, None) for a in _ATTRIBUTES)
+    # Spelled out rather than a generator: this runs for every fork branch.
+    values = (
+        getattr(node, "provider", None),
+        getattr(node, "reads", None),
+        getattr(node, "writes", None),
+        getattr(node, "retry", None),
+        getattr(node, "timeout", None),
+    )
     if is_class:
         # A slotted dataclass field (or a property) is a descriptor on the class:
         # its value is the instance's, checked when the node runs.
