@@ -252,7 +252,7 @@ def validate_node_attributes(node: object) -> None:
     cls: type = node if isinstance(node, type) else type(node)
     is_class = cls is node
     # Spelled out rather than a generator: this runs for every fork branch.
-    values = (
+    values: tuple[Any, ...] = (
         getattr(node, "provider", None),
         getattr(node, "reads", None),
         getattr(node, "writes", None),
