@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ._canonical import canonical_hash
 from ._state import MISSING, FieldChange, field_names, get_field, put_field, shallow_copy
+from ._text import short_repr
 from .blocks import MergeStrategy
 from .errors import CanonicalizationError, ConfigurationError, MergeError
 from .reducers import Reducer
@@ -103,7 +104,7 @@ def _show_keys(keys: Sequence[Any], limit: int = 6) -> str:
 
 def _conflict(name: str, writes: Sequence[tuple[Any, Any]]) -> MergeError:
     keys = [k for k, _ in writes]
-    shown = ", ".join(f"branch {k!r}: {_short(a)}" for k, a in writes[:3])
+    shown = ", ".join(f"branch {k!r}: {short_repr(a)}" for k, a in writes[:3])
     return MergeError(
         f"branches {_show_keys(keys)} all wrote state field {name!r} ({shown}"
         f"{', ...' if len(writes) > 3 else ''}); without a reducer only one branch of a "
@@ -192,11 +193,6 @@ def _merge_field(
     if united is not None:
         return united
     raise _conflict(name, writes)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def merge_changes(

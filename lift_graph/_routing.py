@@ -11,6 +11,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ._runner import NodeRecord
+from ._text import short_repr
 from .blocks import Fork, Pipeline
 from .errors import InvalidReturnError, UnknownNodeError
 from .node import End, is_node
@@ -70,8 +71,7 @@ def route(node: Any, out: Any, key: str, registry: Collection[type] | None, edge
         fork: Fork[Any] = Fork(list(out))
         _route_block(fork, name, key, registry, edges)
         return fork
-    shown = repr(out)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    shown = short_repr(out)
     raise InvalidReturnError(
         f"node {name}.run returned {type(out).__name__} ({shown}); return the next "
         "node, End(value), a Fork, a Pipeline or a list of nodes",

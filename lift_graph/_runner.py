@@ -27,6 +27,7 @@ from ._state import (
     set_field,
     validation_error_field,
 )
+from ._text import short_repr
 from .errors import (
     InvalidStateError,
     NodeExecutionError,
@@ -115,7 +116,7 @@ def check_state(node: Any, state: Any) -> None:
     if declared is not None and not isinstance(state, declared):
         raise InvalidStateError(
             f"node {name} works on {declared.__name__} states (BaseNode[{declared.__name__}]), "
-            f"but got {type(state).__name__} {_short(state)}: pass a {declared.__name__} as "
+            f"but got {type(state).__name__} {short_repr(state)}: pass a {declared.__name__} as "
             "graph.run(state=...) / ctx.state",
             node=name,
         )
@@ -129,11 +130,6 @@ def _declared_state(cls: type) -> type | None:
     if declared is dict or issubclass(declared, BaseModel) or dataclasses.is_dataclass(declared):
         return declared
     return None  # a protocol, a TypedDict, a plain class: duck-typed, not checked
-
-
-def _short(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 #: Per node class: its (provider, reads, writes, retry, timeout, state class) last

@@ -8,10 +8,12 @@ fails with ``StepLimitError`` instead of running (and growing) forever.
 from __future__ import annotations
 
 import time
+import typing
 from typing import Any
 
+from ._config import check_count
 from ._runner import CANCELLED, NodeRecord
-from .errors import ConfigurationError, StepLimitError
+from .errors import StepLimitError
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -34,14 +36,8 @@ TURN_INTERVAL = 0.001
 
 def check_max_steps(max_steps: object) -> int | None:
     """:raises ConfigurationError: ``max_steps`` is not a positive int or None."""
-    if max_steps is None:
-        return None
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ConfigurationError(
-            f"max_steps must be a positive int (node executions per path) or None to "
-            f"disable the limit, got {max_steps!r}"
-        )
-    return max_steps
+    check_count("max_steps (node executions per path; None disables the limit)", max_steps)
+    return typing.cast("int | None", max_steps)
 
 
 def step_limit_error(

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ._config import check_count, check_number
 from ._declared_reducers import reducers_of_types
 from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
@@ -108,18 +109,10 @@ class Graph(Generic[StateT]):
                 "Graph(nodes=[...])",
                 node=type(start).__name__,
             )
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise ConfigurationError(
-                f"max_concurrency must be a positive int or None, got {max_concurrency!r}"
-            )
+        check_count("max_concurrency", max_concurrency)
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a Limits object, got {type(limits).__name__}")
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        check_number("timeout (seconds)", timeout, strictly_above=True, optional=True)
         return _Slots(max_concurrency) if max_concurrency else None
 
     async def run(

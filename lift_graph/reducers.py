@@ -30,6 +30,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._text import short_repr
 from .errors import MergeError
 
 __all__ = [
@@ -185,17 +186,12 @@ class _Same(Reducer):
             if after != first:
                 # `branches` holds positions in `changes`: the merge names the branches.
                 raise MergeError(
-                    f"same_value requires equal values, got {_short(first)} and "
-                    f"{_short(after)}: declare another reducer or let one branch write "
+                    f"same_value requires equal values, got {short_repr(first)} and "
+                    f"{short_repr(after)}: declare another reducer or let one branch write "
                     "the field",
                     branches=[0, i],
                 )
         return first
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 append: Reducer = _Append("append")

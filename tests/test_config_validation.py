@@ -331,3 +331,13 @@ def test_fork_timeout_is_checked_when_built(timeout: Any) -> None:
 
     with pytest.raises(ConfigurationError, match="Fork timeout"):
         Fork([Leaf()], timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", ["5", math.nan, math.inf, 0, -1.0])
+def test_run_timeout_is_checked_before_anything_runs(timeout: Any) -> None:
+    class Leaf(BaseNode[None]):
+        async def run(self, ctx: RunContext[None]) -> End[None]:
+            return End(None)
+
+    with pytest.raises(ConfigurationError, match="timeout"):
+        Graph(nodes=[Leaf]).run_sync(Leaf(), state=None, timeout=timeout)
