@@ -89,6 +89,12 @@ class Config:
     #: until the join, and whether one full GC pass falls inside a small run (on a
     #: heap holding the peers' modules) would decide the ratio.
     merge_branches: int = 100000
+    #: DSPy RAG: questions, slots (max_concurrency / threads), LM latency (s);
+    #: BestOfN rollouts.
+    dspy_questions: int = 128
+    dspy_slots: int = 16
+    dspy_latency: float = 0.05
+    dspy_rollouts: int = 8
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -111,6 +117,9 @@ class Config:
             rpm_limit=120,
             mem_branches=20000,
             merge_branches=20000,
+            dspy_questions=32,
+            dspy_slots=8,
+            dspy_rollouts=4,
         )
 
 

@@ -6,7 +6,8 @@
     python -m benchmarks.run --markdown benchmarks/RESULTS.md
     python -m benchmarks.run --check              # exit 1 when a target fails
 
-Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge. Peers
+Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge,
+dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

@@ -48,6 +48,10 @@ TINY = replace(
     rpm_limit=30,
     mem_branches=2000,
     merge_branches=2000,
+    dspy_questions=16,
+    dspy_slots=8,
+    dspy_latency=0.01,
+    dspy_rollouts=4,
 )
 
 
@@ -109,6 +113,7 @@ def test_every_workload_is_registered() -> None:
         "rpm",
         "memory",
         "merge",
+        "dspy_rag",
     ]
 
 
@@ -205,6 +210,27 @@ def test_merge(outcomes: dict[str, Outcome]) -> None:
         "merge_dict fork / write-nothing fork",
     ]
     assert all(t.value is not None and t.value > 0 and t.limit == 1.5 for t in out.targets)
+
+
+def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
+    pytest.importorskip("dspy")
+    from lift_graph import DSPyNode, JoinStrategy
+
+    if not hasattr(DSPyNode, "program") or not hasattr(JoinStrategy, "FIRST_ACCEPTED"):
+        pytest.skip("TEMPORARY: DSPyNode binding / FIRST_ACCEPTED not merged")
+    out = _run("dspy_rag", outcomes)
+    _assert_finite(out)
+    ideal = 2 * TINY.dspy_latency * 1000  # ms: 16 questions, 8 at a time
+    rag = [r for r in out.rows if r.workload.startswith("dspy RAG")]
+    assert {r.engine for r in rag} == {LIFT, "dspy.Parallel", ASYNCIO}
+    for row in rag:
+        assert ideal * 0.95 <= fig(row) < ideal * 20, row
+    best = [r for r in out.rows if r.workload.startswith("dspy BestOfN")]
+    assert {r.engine for r in best} == {LIFT, "dspy.BestOfN"}
+    for row in best:
+        assert TINY.dspy_latency * 1000 * 0.95 <= fig(row) < TINY.dspy_latency * 1000 * 20, row
+    assert [t.what for t in out.targets] == ["lift_graph / dspy.Parallel", "fork / dspy.BestOfN"]
+    assert all(t.value is not None and t.value > 0 for t in out.targets)
 
 
 def test_check_rejects_a_wrong_answer() -> None:

@@ -19,6 +19,7 @@ NAMES: dict[str, str] = {
     "rpm": "rpm",
     "memory": "memory",
     "merge": "merge",
+    "dspy_rag": "dspy_rag",
 }
 
 

@@ -1,0 +1,390 @@
+"""Workload 9: DSPy's RAG tutorial program over n questions, and BestOfN, under a
+latency-injecting LM.
+
+RAG: ``dspy.ChainOfThought('context, question -> response')`` over a local search,
+one LM call per question, each call taking ``dspy_latency`` seconds. Three ways to
+run the n questions ``k`` at a time, with the same module and the same LM:
+
+- lift_graph: ``Fork([Answer(question=q) ...])``, ``Answer`` a ``DSPyNode`` whose
+  ``program=`` is the RAG module, ``max_concurrency=k``;
+- ``dspy.Parallel(num_threads=k)``, DSPy's own way (threads, the sync path);
+- asyncio: ``gather`` of ``module.acall`` under ``Semaphore(k)`` (the floor of the
+  async path lift_graph takes).
+
+Figure: wall time in ms; the note gives the ideal ``ceil(n / k) * latency``.
+Target: lift_graph / dspy.Parallel <= 1.1.
+
+BestOfN: ``dspy.BestOfN(module, N, reward_fn, threshold)`` whose first rollout
+passes (one LM call) vs ``Fork([Ask(lm=lm.copy(rollout_id=i, temperature=1.0))
+...], join=FIRST_ACCEPTED, accept=reward >= threshold)``: the fork starts all N
+rollouts, accepts rollout 0 as soon as it finishes and cancels the others.
+Target: fork / BestOfN <= 1.1 (one LM latency each).
+
+The LM is a ``dspy.LM`` with a custom engine pair (``complete(Request) ->
+Response``, DSPy 3.4's engine contract): the sync engine ``time.sleep``s (what
+``dspy.Parallel``'s threads call), the async one ``asyncio.sleep``s (what ``acall``
+awaits). No cache, no retries, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from lift_graph import BaseNode, DSPyNode, End, Fork, Graph, JoinStrategy, RunContext
+
+from .._harness import (
+    ASYNCIO,
+    LIFT,
+    Config,
+    Outcome,
+    Row,
+    Target,
+    check,
+    expect,
+    median_time,
+    run_async,
+    skipped,
+)
+
+__all__ = ["latency_lm", "run"]
+
+UNIT = "ms"
+DSPY_PARALLEL = "dspy.Parallel"
+DSPY_BEST_OF_N = "dspy.BestOfN"
+RESPONSE = "fixed answer"
+
+CORPUS = [
+    f"{topic} | {topic} is topic number {i} of the benchmark corpus, about {topic.lower()}."
+    for i, topic in enumerate(
+        [
+            "Asyncio",
+            "Threads",
+            "Forks",
+            "Joins",
+            "Pipelines",
+            "Signatures",
+            "Modules",
+            "Retrieval",
+            "Latency",
+            "Limits",
+            "Reducers",
+            "Checkpoints",
+        ]
+    )
+]
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def search(query: str, k: int = 3) -> list[str]:
+    """The ``k`` passages sharing most words with ``query`` (ties: corpus order)."""
+    q = set(_WORD.findall(query.lower()))
+    ranked = sorted(
+        range(len(CORPUS)), key=lambda i: (-len(q & set(_WORD.findall(CORPUS[i].lower()))), i)
+    )
+    return [CORPUS[i] for i in ranked[:k]]
+
+
+def questions(n: int) -> list[str]:
+    topics = [c.split(" | ", 1)[0] for c in CORPUS]
+    return [f"Question {i}: what is said about {topics[i % len(topics)]}?" for i in range(n)]
+
+
+def _dspy() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import dspy
+
+    return dspy
+
+
+def _response(text: str) -> Any:
+    from dspy.lm15 import Message, Response, TextPart, Usage
+
+    return Response(
+        id=None,
+        model="bench-latency",
+        message=Message.assistant([TextPart(text)]),
+        finish_reason="stop",
+        usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0),
+    )
+
+
+_TEXT = (
+    "[[ ## reasoning ## ]]\nThe context says so.\n\n"
+    f"[[ ## response ## ]]\n{RESPONSE}\n\n"
+    f"[[ ## answer ## ]]\n{RESPONSE}\n\n"
+    "[[ ## completed ## ]]"
+)
+
+
+class _Counter:
+    """LM calls started, on either path (threads included)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def tick(self) -> None:
+        with self._lock:
+            self.value += 1
+
+    def take(self) -> int:
+        """The count since the previous ``take()``."""
+        with self._lock:
+            out, self.value = self.value, 0
+        return out
+
+
+class _SyncEngine:
+    def __init__(self, seconds: float, counter: _Counter) -> None:
+        self.seconds = seconds
+        self.counter = counter
+
+    def complete(self, request: Any) -> Any:
+        self.counter.tick()
+        time.sleep(self.seconds)
+        return _response(_TEXT)
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncEngine:
+    def __init__(self, seconds: float, counter: _Counter) -> None:
+        self.seconds = seconds
+        self.counter = counter
+
+    async def complete(self, request: Any) -> Any:
+        self.counter.tick()
+        await asyncio.sleep(self.seconds)
+        return _response(_TEXT)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def latency_lm(seconds: float, counter: _Counter) -> Any:
+    """A ``dspy.LM`` answering every call after ``seconds`` (sync path: time.sleep,
+    async path: asyncio.sleep) with the fields ``reasoning``, ``response`` and
+    ``answer``; ``counter`` counts the calls."""
+    return _dspy().LM(
+        "bench/latency",
+        engine=_SyncEngine(seconds, counter),
+        async_engine=_AsyncEngine(seconds, counter),
+        cache=False,
+        num_retries=0,
+    )
+
+
+# -- RAG -----------------------------------------------------------------------------
+
+
+def rag_module(num_docs: int = 3) -> Any:
+    dspy = _dspy()
+
+    class RAG(dspy.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            self.num_docs = num_docs
+            self.respond = dspy.ChainOfThought("context, question -> response")
+
+        def forward(self, question: str) -> Any:
+            return self.respond(context=search(question, k=self.num_docs), question=question)
+
+        async def aforward(self, question: str) -> Any:
+            context = search(question, k=self.num_docs)
+            return await self.respond.acall(context=context, question=question)
+
+    return RAG()
+
+
+class RagState(BaseModel):
+    responses: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class Answer(DSPyNode[RagState]):
+    question: str
+    signature = "question -> response"
+    outputs: ClassVar[dict[str, str]] = {"response": "responses"}
+
+
+@dataclass
+class AskAll(BaseNode[RagState]):
+    questions: list[str]
+    lm: Any
+    program: Any
+
+    async def run(self, ctx: RunContext[RagState]) -> Fork[RagState]:
+        return Fork([Answer(question=q, lm=self.lm, program=self.program) for q in self.questions])
+
+
+RAG_GRAPH: Graph[RagState] = Graph(nodes=[AskAll, Answer], name="bench-dspy-rag")
+
+
+def _count_answers(responses: list[Any]) -> int:
+    return sum(1 for r in responses if r == RESPONSE)
+
+
+async def _rag(cfg: Config, out: Outcome) -> None:
+    dspy = _dspy()
+    n, k, latency = cfg.dspy_questions, cfg.dspy_slots, cfg.dspy_latency
+    qs = questions(n)
+    counter = _Counter()
+    lm = latency_lm(latency, counter)
+    rag = rag_module()
+    ideal = math.ceil(n / k) * latency
+    wl = f"dspy RAG {n} @ {k}"
+
+    async def lift() -> int:
+        res = await RAG_GRAPH.run(AskAll(qs, lm, rag), state=RagState(), max_concurrency=k)
+        return _count_answers(res.state.responses)
+
+    parallel = dspy.Parallel(num_threads=k, disable_progress_bar=True)
+    pairs = [(rag, {"question": q}) for q in qs]
+
+    async def threads() -> int:
+        # Blocks the loop on purpose: nothing else runs, and dspy.Parallel is sync.
+        with dspy.context(lm=lm):
+            return _count_answers([p.response for p in parallel(pairs)])
+
+    async def gather() -> int:
+        sem = asyncio.Semaphore(k)
+
+        async def one(q: str) -> str:
+            async with sem:
+                with dspy.context(lm=lm):
+                    return str((await rag.acall(question=q)).response)
+
+        return _count_answers(list(await asyncio.gather(*(one(q) for q in qs))))
+
+    for engine, make, note in (
+        (LIFT, lift, f"Fork of DSPyNode(program=RAG), max_concurrency={k}"),
+        (DSPY_PARALLEL, threads, f"dspy.Parallel(num_threads={k}), sync path in threads"),
+        (ASYNCIO, gather, f"gather of module.acall under Semaphore({k})"),
+    ):
+        counter.take()
+        t = await median_time(make, cfg, verify=expect(engine, "dspy RAG", n))
+        calls = counter.take()
+        if calls % n or not n <= calls <= n * (cfg.warmup + cfg.reps):
+            check(engine, "dspy RAG LM calls", calls, f"n={n} per run")
+        out.add(
+            Row(
+                wl,
+                engine,
+                t * 1000,
+                UNIT,
+                f"{note}; ideal {ideal * 1000:.0f} ms ({latency * 1000:g} ms per call)",
+                extra={"wall_s": t, "ideal_s": ideal},
+            )
+        )
+    mine, theirs = out.figure(wl, LIFT), out.figure(wl, DSPY_PARALLEL)
+    ratio = mine / theirs if mine is not None and theirs else None
+    out.targets.append(Target(wl, "lift_graph / dspy.Parallel", ratio, "<=", 1.1))
+
+
+# -- BestOfN ---------------------------------------------------------------------------
+
+
+class AskState(BaseModel):
+    question: str
+    answer: str = ""
+
+
+class Ask(DSPyNode[AskState]):
+    signature = "question -> answer"
+
+
+@dataclass
+class Picked(BaseNode[AskState]):
+    async def run(self, ctx: RunContext[AskState]) -> End[Any]:
+        join = ctx.join
+        assert join is not None
+        return End((join.winner, join[join.winner].answer))
+
+
+def reward(args: dict[str, Any], pred: Any) -> float:
+    return 1.0 if pred.answer == RESPONSE else 0.0
+
+
+@dataclass
+class Rollouts(BaseNode[AskState]):
+    lm: Any
+    n: int
+
+    async def run(self, ctx: RunContext[AskState]) -> Fork[AskState]:
+        args = {"question": ctx.state.question}
+        return Fork(
+            [Ask(lm=self.lm.copy(rollout_id=i, temperature=1.0)) for i in range(self.n)],
+            then=Picked(),
+            join=JoinStrategy.FIRST_ACCEPTED,
+            accept=lambda pred: reward(args, pred) >= 1.0,
+        )
+
+
+BEST_GRAPH: Graph[AskState] = Graph(nodes=[Rollouts, Ask, Picked], name="bench-dspy-best-of-n")
+
+
+async def _best_of_n(cfg: Config, out: Outcome) -> None:
+    dspy = _dspy()
+    n, latency = cfg.dspy_rollouts, cfg.dspy_latency
+    question = "What is the benchmark about?"
+    lm = latency_lm(latency, _Counter())
+    best = dspy.BestOfN(
+        module=dspy.Predict("question -> answer"), N=n, reward_fn=reward, threshold=1.0
+    )
+    wl = f"dspy BestOfN {n}, rollout 0 passes"
+
+    async def fork() -> Any:
+        res = await BEST_GRAPH.run(Rollouts(lm, n), state=AskState(question=question))
+        return res.output
+
+    async def sequential() -> Any:
+        with dspy.context(lm=lm):
+            return (0, best(question=question).answer)
+
+    for engine, make, note in (
+        (LIFT, fork, f"Fork of {n} LM copies, join=FIRST_ACCEPTED"),
+        (DSPY_BEST_OF_N, sequential, f"dspy.BestOfN(N={n}), stops at the first pass"),
+    ):
+        t = await median_time(make, cfg, verify=expect(engine, "BestOfN", (0, RESPONSE)))
+        out.add(
+            Row(
+                wl,
+                engine,
+                t * 1000,
+                UNIT,
+                f"{note}; ideal {latency * 1000:g} ms (one call)",
+                extra={"wall_s": t, "ideal_s": latency},
+            )
+        )
+    mine, theirs = out.figure(wl, LIFT), out.figure(wl, DSPY_BEST_OF_N)
+    ratio = mine / theirs if mine is not None and theirs else None
+    out.targets.append(Target(wl, "fork / dspy.BestOfN", ratio, "<=", 1.1))
+
+
+async def _measure(cfg: Config) -> Outcome:
+    out = Outcome()
+    if importlib.util.find_spec("dspy") is None:
+        reason = "skipped: dspy is not installed (pip install 'lift_graph[dspy]')"
+        for wl, engines in (
+            (f"dspy RAG {cfg.dspy_questions} @ {cfg.dspy_slots}", (LIFT, DSPY_PARALLEL, ASYNCIO)),
+            (f"dspy BestOfN {cfg.dspy_rollouts}, rollout 0 passes", (LIFT, DSPY_BEST_OF_N)),
+        ):
+            out.add(*(skipped(wl, engine, UNIT, reason) for engine in engines))
+        return out
+    await _rag(cfg, out)
+    await _best_of_n(cfg, out)
+    return out.compare()
+
+
+def run(cfg: Config) -> Outcome:
+    return run_async(_measure(cfg))
