@@ -493,6 +493,8 @@ def programs_answering(answers: Sequence[str]) -> list[Any]:
         (["London", "paris", "Paris!", "london", "PARIS"], "paris"),
         (["London", "Paris", "london", "paris"], "London"),  # a tie: the earliest
         (["Rome", "London", "Paris", "the Paris", "Paris."], "Paris"),
+        # dspy.majority ignores answers that normalize to nothing ("The" -> "").
+        (["The", "A", "Paris"], "Paris"),
     ],
 )
 async def test_ensemble_majority_equals_a_majority_fork(answers: list[str], chosen: str) -> None:
