@@ -131,6 +131,19 @@ def check_outputs(node: str, outputs: Any, signature_outputs: tuple[str, ...]) -
         seen[target] = source
 
 
+def _per_instance_only(cls: type) -> bool:
+    """A dataclass field ``signature`` / ``outputs`` without a class default (a
+    ``default_factory``, or required): its value exists only on instances."""
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if not fields:
+        return False
+    for name in ("signature", "outputs"):
+        f = fields.get(name)
+        if f is not None and f.default is dataclasses.MISSING:
+            return True
+    return False
+
+
 class Binding(NamedTuple):
     """Where a node's signature fields come from and go to."""
 
@@ -153,6 +166,8 @@ def binding_of(target: Any) -> Binding | None:
     :raises ConfigurationError: a malformed signature or ``outputs``.
     """
     cls: type = target if isinstance(target, type) else type(target)
+    if cls is target and _per_instance_only(cls):
+        return None
     sig = signature_of(target)
     if sig is None:
         return None

@@ -390,3 +390,27 @@ async def test_routing_after_predict_still_works() -> None:
         Then(lm=dummy(QA)), state=State(question="Capital of France?")
     )
     assert result.output == "PARIS"
+
+
+@pytest.mark.asyncio
+async def test_outputs_as_an_instance_field_with_a_default_factory() -> None:
+    from dataclasses import field
+
+    @dataclass
+    class Each(DSPyNode[Docs]):
+        doc: str
+        outputs: dict[str, str] = field(default_factory=lambda: {"summary": "summaries"})
+        signature = "doc -> summary"
+
+    assert Each.writes is None  # known per instance only
+    assert Each(doc="x").writes == frozenset({"summaries"})
+
+    class Start(BaseNode[Docs]):
+        async def run(self, ctx: RunContext[Docs]) -> Fork[Docs]:
+            return Fork([Each(doc=d) for d in ctx.state.docs])
+
+    Each.lm = dummy(SUMMARIES)
+    result = await Graph(nodes=[Start, Each]).run(
+        Start(), state=Docs(docs=["document 1", "document 2"])
+    )
+    assert result.state.summaries == ["summary 1", "summary 2"]
