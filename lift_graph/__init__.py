@@ -24,6 +24,7 @@ from .errors import InvalidReturnError as InvalidReturnError
 from .errors import InvalidStateError as InvalidStateError
 from .errors import JoinError as JoinError
 from .errors import LiftGraphError as LiftGraphError
+from .errors import LMNotConfiguredError as LMNotConfiguredError
 from .errors import MergeError as MergeError
 from .errors import MissingFieldError as MissingFieldError
 from .errors import MissingInputError as MissingInputError
@@ -96,6 +97,7 @@ __all__ = [
     "InvalidReturnError",
     "InvalidStateError",
     "JoinError",
+    "LMNotConfiguredError",
     "JoinResult",
     "JoinStrategy",
     "LiftGraphError",

@@ -1,113 +1,265 @@
 """``DSPyNode``: a node whose inputs and outputs come from a DSPy signature.
 
-The signature's input fields become the node's ``reads`` and its output fields its
-``writes``, so a list of DSPyNodes is a pipeline whose dependencies the scheduler
-infers. ``dspy`` is imported only when such a node runs (extra ``[dspy]``).
+Signature inputs bind first from the node's own dataclass fields, then from
+same-named state fields; those read from the state are the node's ``reads``. Each
+output is written to the state field ``outputs`` maps it to (default: its own name),
+and those fields are its ``writes``, so a list of DSPyNodes is a pipeline whose
+dependencies the scheduler infers, and a fork of per-item nodes collects its
+results::
 
-The LM is passed per call through ``dspy.context(lm=...)``, which is task-local,
-so concurrent nodes with different LMs do not see each other's. LMs the engine
-drives should be built with ``num_retries=0`` (retries, backoff and limits belong to
-the scheduler: declare ``retry`` on the node) and, in tests, ``cache=False``.
+    @dataclass
+    class Summarize(DSPyNode[State]):
+        doc: str                                   # binds the signature input `doc`
+        signature = "doc -> summary"
+        outputs = {"summary": "summaries"}         # appended to State.summaries
+
+    Fork([Summarize(doc=d) for d in docs])
+
+A mapped output goes through the target field's reducer (``reducer.update(current,
+value)``); a list field without one gets the value appended as one item. Unmapped
+outputs overwrite their same-named field.
+
+The module is built per instance configuration: ``signature``, ``module_type``
+(default ``dspy.Predict``), ``build_module()`` and the node's other fields; or
+``program`` gives a ready module (a compiled program). Every DSPyNode accepts
+``signature=``, ``lm=``, ``outputs=``, ``program=`` and ``module_type=`` as
+keywords, also a dataclass that does not declare them as fields.
+
+The LM is passed per call through ``dspy.context(lm=...)``, which is task-local, so
+concurrent nodes with different LMs do not see each other's. LMs the engine drives
+should be built with ``num_retries=0`` (retries, backoff and limits belong to the
+scheduler: declare ``retry`` on the node) and, in tests, ``cache=False``.
+``dspy`` is imported only when such a node runs (extra ``[dspy]``).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, ClassVar, TypeVar
+import asyncio
+import inspect
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-from .errors import ConfigurationError
-from .node import BaseNode, End, RunContext
+from ._declared_reducers import reducers_of, reducers_of_types
+from ._dspy_binding import (
+    OPTIONS,
+    Binding,
+    binding_of,
+    check_outputs,
+    module_key,
+    signature_of,
+)
+from ._dspy_binding import signature_fields as signature_fields
+from .errors import ConfigurationError, LMNotConfiguredError, StateValidationError
+from .node import BaseNode, End, RunContext, read_input
+from .reducers import Reducer
 
 __all__ = ["DSPyNode", "signature_fields"]
 
 StateT = TypeVar("StateT")
+_N = TypeVar("_N")
 
-_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)")
+_NO_LM = "No LM is loaded"
+
+#: Per class: the keyword names its ``__init__`` takes, or None when it takes ``**kw``.
+_INIT_PARAMS: dict[type, frozenset[str] | None] = {}
 
 
-def _parse_names(part: str) -> list[str]:
-    names = []
-    depth = 0
-    current = ""
-    for ch in part:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch == "," and depth == 0:
-            names.append(current)
-            current = ""
+def _init_params(cls: type) -> frozenset[str] | None:
+    try:
+        return _INIT_PARAMS[cls]
+    except KeyError:
+        pass
+    init = cls.__init__  # type: ignore[misc]  # reading, not assigning
+    params: frozenset[str] | None = frozenset()
+    if init is not object.__init__:
+        sig = inspect.signature(init)
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            params = None
         else:
-            current += ch
-    names.append(current)
-    out = []
-    for item in names:
-        m = _NAME.match(item)
-        if m:
-            out.append(m.group(1))
-    return out
+            params = frozenset(sig.parameters)
+    _INIT_PARAMS[cls] = params
+    return params
 
 
-def signature_fields(signature: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(inputs, outputs)`` of a DSPy signature class or a ``"a, b -> c"`` string.
+class _DSPyNodeMeta(type):
+    """Lets every DSPyNode take the per-instance options as keywords.
 
-    :raises ConfigurationError: neither form.
-    """
-    if isinstance(signature, str):
-        if "->" not in signature:
-            raise ConfigurationError(
-                f"DSPy signature string {signature!r} has no '->': write 'inputs -> outputs'"
-            )
-        left, right = signature.split("->", 1)
-        return tuple(_parse_names(left)), tuple(_parse_names(right))
-    inputs = getattr(signature, "input_fields", None)
-    outputs = getattr(signature, "output_fields", None)
-    if isinstance(inputs, dict) and isinstance(outputs, dict):
-        return tuple(inputs), tuple(outputs)
-    raise ConfigurationError(
-        f"signature {signature!r} is neither a dspy.Signature class nor an "
-        "'inputs -> outputs' string"
-    )
-
-
-class DSPyNode(BaseNode[StateT]):
-    """Runs ``module`` (default ``dspy.Predict(signature)``) on inputs from the state.
-
-    ``run`` reads the signature's inputs from the state (``MissingInputError`` names
-    a missing one), awaits ``module.acall``, writes the outputs back and returns
-    ``End(prediction)``. Override ``run`` to route elsewhere after ``await
-    self.predict(ctx)``. Set ``lm`` (class or instance attribute) to pin an LM.
+    A ``@dataclass`` subclass generates its own ``__init__``, which would refuse
+    ``lm=`` unless the class declared it: the options its ``__init__`` does not take
+    are set on the instance after it is built.
     """
 
-    signature: ClassVar[Any] = None
-    lm: ClassVar[Any] = None
-    _module_cache: ClassVar[dict[type, Any]] = {}
+    def __call__(cls: type[_N], *args: Any, **kwargs: Any) -> _N:
+        params = _init_params(cls)
+        options: dict[str, Any] = {}
+        if params is not None:
+            for name in OPTIONS:
+                if name in kwargs and name not in params:
+                    options[name] = kwargs.pop(name)
+            if len(args) == 1 and not params - {"self"} and "signature" not in options:
+                options["signature"] = args[0]  # `Gen("question -> category")`
+                args = ()
+        node: _N = type.__call__(cls, *args, **kwargs)
+        for name, value in options.items():
+            _set_option(node, name, value)
+        if options:
+            binding_of(node)  # a bad signature / outputs fails here, not at run time
+        return node
+
+
+def _set_option(node: Any, name: str, value: Any) -> None:
+    try:
+        object.__setattr__(node, name, value)  # also on a frozen dataclass
+    except AttributeError:
+        raise ConfigurationError(
+            f"node {type(node).__name__} has no instance dict (slots): declare `{name}` as "
+            "a dataclass field to set it per instance"
+        ) from None
+
+
+class _SignatureIO:
+    """``reads`` / ``writes`` of a DSPyNode, from its binding, for the class (Graph
+    validation, diagrams) and for each instance (what a run isolates and plans)."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, obj: Any, owner: type) -> frozenset[str] | None:
+        binding = binding_of(owner if obj is None else obj)
+        if binding is None:
+            return None
+        return binding.reads if self.attr == "reads" else binding.writes
+
+
+class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
+    """Runs a DSPy module on the signature's inputs; writes its outputs to the state.
+
+    ``run`` binds the inputs (own fields, then state; ``MissingInputError`` names a
+    missing one), awaits the module under the node's ``lm``, writes the outputs and
+    returns ``End(prediction)``. Override ``run`` to route elsewhere after ``await
+    self.predict(ctx)``.
+
+    :raises LMNotConfiguredError: (when run) no ``lm`` on the node and none
+        configured with ``dspy.configure``.
+    """
+
+    signature: Any = None
+    lm: Any = None
+    outputs: Mapping[str, str] | None = None
+    program: Any = None
+    module_type: Any = None
+
+    reads = _SignatureIO("reads")  # computed per class and per instance
+    writes = _SignatureIO("writes")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Fail where the class is written, not when it first runs. (Not through
+        # binding_of: @dataclass has not added the fields yet.)
         sig = cls.__dict__.get("signature")
-        if sig is not None:
-            inputs, outputs = signature_fields(sig)
-            if "reads" not in cls.__dict__:
-                cls.reads = frozenset(inputs)
-            if "writes" not in cls.__dict__:
-                cls.writes = frozenset(outputs)
+        if isinstance(sig, (str, type)):
+            _, outs = signature_fields(sig)
+            if isinstance(cls.__dict__.get("outputs"), Mapping):
+                check_outputs(cls.__name__, cls.__dict__["outputs"], outs)
 
-    def build_module(self) -> Any:
-        """The DSPy module to call; override for ChainOfThought, ReAct, ...
+    # -- binding ------------------------------------------------------------------
+    def binding(self) -> Binding:
+        """Where this node's inputs come from and its outputs go.
 
-        Built once per class and reused (DSPy modules are stateless to call).
+        :raises ConfigurationError: no signature is known.
         """
+        binding = binding_of(self)
+        if binding is None:
+            name = type(self).__name__
+            raise ConfigurationError(
+                f'node {name} has no DSPy signature: set `signature = "question -> '
+                f'answer"` (or a dspy.Signature class) on the class, or pass '
+                f"{name}(signature=...)"
+            )
+        return binding
+
+    def extract_inputs(self, state: StateT) -> dict[str, Any]:
+        """The signature's inputs: own fields first, then state fields.
+
+        :raises MissingInputError: an input neither a field of the node nor of the state.
+        """
+        binding = self.binding()
+        return {
+            name: getattr(self, name) if name in binding.bound else read_input(self, state, name)
+            for name in binding.inputs
+        }
+
+    def update_state(self, state: StateT, result: Any) -> None:
+        """Write the outputs in ``result`` (a Prediction or a mapping) to the state.
+
+        :raises StateValidationError: a mapped output's reducer refused the value.
+        """
+        reducers: Mapping[str, Reducer] | None = None
+        for output, target, reduced in self.binding().targets:
+            if isinstance(result, Mapping):
+                if output not in result:
+                    continue
+                value = result[output]
+            elif hasattr(result, output):
+                value = getattr(result, output)
+            else:
+                continue
+            if reduced:
+                if reducers is None:
+                    reducers = self._reducers(state)
+                value = self._through(state, output, target, value, reducers.get(target))
+            if isinstance(state, dict):
+                state[target] = value
+            else:
+                setattr(state, target, value)
+
+    def _reducers(self, state: Any) -> Mapping[str, Reducer]:
+        if type(state) is dict:
+            from ._plan import state_type_of
+
+            return reducers_of_types([state_type_of(type(self))])
+        return reducers_of(state)
+
+    def _through(
+        self, state: Any, output: str, target: str, value: Any, reducer: Reducer | None
+    ) -> Any:
+        current = state.get(target) if isinstance(state, dict) else getattr(state, target, None)
+        if reducer is None:
+            return [*current, value] if isinstance(current, list) else value
+        try:
+            return reducer.update(current, value)
+        except Exception as exc:  # a reducer is user code: name where it failed
+            name = type(self).__name__
+            raise StateValidationError(
+                f"node {name}: reducer {reducer.name} of state field {target!r} refused "
+                f"output {output!r}: {type(exc).__name__}: {exc}",
+                node=name,
+                field=target,
+            ) from exc
+
+    # -- the module ---------------------------------------------------------------
+    def build_module(self) -> Any:
+        """The DSPy module to call: ``module_type(signature)``, ``dspy.Predict`` by
+        default. Override for anything else (it may use the node's fields)."""
         import dspy
 
-        return dspy.Predict(self.signature)
+        self.binding()  # a clear error when there is no signature
+        factory = self.module_type if self.module_type is not None else dspy.Predict
+        return factory(signature_of(self))
 
-    def _module(self) -> Any:
-        cls = type(self)
-        module = DSPyNode._module_cache.get(cls)
+    def module(self) -> Any:
+        """``program`` when given, else the module built for this configuration
+        (cached: instances with equal configuration share it)."""
+        if self.program is not None:
+            return self.program
+        key = module_key(self, binding_of(self))
+        if key is None:
+            return self.build_module()  # unhashable configuration: built per call
+        module = _MODULES.get(key)
         if module is None:
-            module = self.build_module()
-            DSPyNode._module_cache[cls] = module
+            if len(_MODULES) > 4096:
+                _MODULES.clear()
+            module = _MODULES[key] = self.build_module()
         return module
 
     async def predict(self, ctx: RunContext[StateT]) -> Any:
@@ -115,19 +267,47 @@ class DSPyNode(BaseNode[StateT]):
         import dspy
 
         inputs = self.extract_inputs(ctx.state)
-        module = self._module()
-        if self.lm is not None:
-            with dspy.context(lm=self.lm):
-                prediction = await module.acall(**inputs)
-        else:
-            prediction = await module.acall(**inputs)
-        usage = getattr(prediction, "get_lm_usage", None)
-        if callable(usage):
-            for stats in (usage() or {}).values():
-                if isinstance(stats, dict):
-                    ctx.record_tokens(int(stats.get("total_tokens") or 0))
+        module = self.module()
+        try:
+            if self.lm is not None:
+                with dspy.context(lm=self.lm):
+                    prediction = await _call(module, inputs)
+            else:
+                prediction = await _call(module, inputs)
+        except Exception as exc:
+            name = type(self).__name__
+            if isinstance(exc, ValueError) and _NO_LM in str(exc):
+                raise LMNotConfiguredError(
+                    f"node {name} has no LM: set `lm = dspy.LM(...)` on the class, pass "
+                    f"{name}(lm=...), or call dspy.configure(lm=...) before the run",
+                    node=name,
+                    node_key=ctx.node_key,
+                ) from exc
+            exc.add_note(f"raised by DSPy node {name} (node key {ctx.node_key!r})")
+            raise
+        _record_usage(ctx, prediction)
         self.update_state(ctx.state, prediction)
         return prediction
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
         return End(await self.predict(ctx))
+
+
+#: Built modules by configuration (``module_key``).
+_MODULES: dict[tuple[Any, ...], Any] = {}
+
+
+async def _call(module: Any, inputs: dict[str, Any]) -> Any:
+    if hasattr(module, "aforward") or not callable(module):
+        return await module.acall(**inputs)
+    # A module with only a sync `forward` (as DSPy's tutorials write them) runs on a
+    # thread; `to_thread` copies the context, so `dspy.context(lm=...)` holds there.
+    return await asyncio.to_thread(module, **inputs)
+
+
+def _record_usage(ctx: RunContext[Any], prediction: Any) -> None:
+    usage = getattr(prediction, "get_lm_usage", None)
+    if callable(usage):
+        for stats in (usage() or {}).values():
+            if isinstance(stats, dict):
+                ctx.record_tokens(int(stats.get("total_tokens") or 0))

@@ -20,8 +20,10 @@ Every error the engine raises on purpose is defined here::
     │   ├── UndeclaredMutationError          strict mode: a write the node did not declare
     │   ├── InvalidStateError (TypeError)    the state is not what the node works on
     │   │   └── UncopyableFieldError         a field the node writes cannot be copied
-    │   └── MissingFieldError                a declared write is not a field of the state
-    │                                        (also an UnknownFieldError)
+    │   ├── MissingFieldError                a declared write is not a field of the state
+    │   │                                    (also an UnknownFieldError)
+    │   └── LMNotConfiguredError (ValueError) a DSPyNode ran with no LM (also a
+    │                                        ConfigurationError)
     ├── MergeError                           branch states cannot be merged
     ├── JoinError                            a fork's join failed (keeps finished results)
     ├── ParallelExecutionError               every node of `execute_parallel` failed
@@ -60,6 +62,7 @@ __all__ = [
     "InvalidReturnError",
     "InvalidStateError",
     "JoinError",
+    "LMNotConfiguredError",
     "LiftGraphError",
     "MergeError",
     "MissingFieldError",
@@ -220,6 +223,14 @@ class MissingFieldError(NodeExecutionError, UnknownFieldError):
 
     ``Graph(...)`` raises ``UnknownFieldError`` for this when the node's state model
     is known; an untyped node finds out when it runs.
+    """
+
+
+class LMNotConfiguredError(NodeExecutionError, ConfigurationError):
+    """A ``DSPyNode`` ran with no LM: none pinned on the node and none configured.
+
+    Wraps dspy's own ``ValueError`` (its ``__cause__``) so the message names the node
+    and its key and says where an LM can be given.
     """
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Retry",
     "RunContext",
     "is_node",
+    "read_input",
     "validate_node_attributes",
 ]
 
@@ -140,7 +141,8 @@ class BaseNode(Generic[StateT]):
     is what signature-driven nodes (see ``DSPyNode``) build on.
     """
 
-    signature: ClassVar[Any] = None
+    #: A DSPy signature (see ``DSPyNode``); an instance may carry its own.
+    signature: Any = None
     provider: ClassVar[str | None] = None
     reads: ClassVar[frozenset[str] | None] = None
     writes: ClassVar[frozenset[str] | None] = None
@@ -158,18 +160,7 @@ class BaseNode(Generic[StateT]):
 
         :raises MissingInputError: a declared input is not a field of the state.
         """
-        names = sorted(self.reads or ())
-        inputs: dict[str, Any] = {}
-        for name in names:
-            if isinstance(state, Mapping):
-                if name not in state:
-                    raise _missing(self, name, state)
-                inputs[name] = state[name]
-            elif hasattr(state, name):
-                inputs[name] = getattr(state, name)
-            else:
-                raise _missing(self, name, state)
-        return inputs
+        return {name: read_input(self, state, name) for name in sorted(self.reads or ())}
 
     def update_state(self, state: StateT, result: Any) -> None:
         """Write ``result`` (a mapping or an object with attributes) into ``state``.
@@ -196,6 +187,21 @@ class BaseNode(Generic[StateT]):
             "`async def run(self, ctx)` and return the next node, End(value), a Fork "
             "or a Pipeline"
         )
+
+
+def read_input(node: object, state: object, name: str) -> Any:
+    """State field ``name``, an input of ``node``.
+
+    :raises MissingInputError: the state has no such field.
+    """
+    if isinstance(state, Mapping):
+        if name not in state:
+            raise _missing(node, name, state)
+        return state[name]
+    try:
+        return getattr(state, name)
+    except AttributeError:
+        raise _missing(node, name, state) from None
 
 
 def _missing(node: object, name: str, state: object) -> MissingInputError:

@@ -20,6 +20,13 @@ a dict that lost no key, ``after - before`` for numbers, and ``after`` otherwise
 A ``current`` of None means no value yet (a key the state did not have): the first
 update becomes the value.
 
+A node that writes *one value* through a field's reducer (a ``DSPyNode`` output
+mapped with ``outputs``) calls ``update(current, value)``: ``append`` adds the value
+as one item, ``extend`` adds the items of a list, ``merge_dict`` updates with a
+mapping, ``add`` sums (on a list, a non-list value is appended as one item),
+``max_value`` / ``min_value`` keep the extreme, and a plain callable is
+``f(current, value)``.
+
 Without a reducer, a field written by several branches is a ``MergeError`` even when
 the values agree; ``same_value`` declares that equal values are expected and fine.
 """
@@ -86,6 +93,14 @@ class Reducer:
             return delta(before, after)
         return self._fn(current, delta(before, after))
 
+    def update(self, current: Any, value: Any) -> Any:
+        """Fold one new ``value`` into ``current`` (None: no value yet, so ``value``)."""
+        if self._fn is None:
+            raise NotImplementedError(f"reducer {self.name} does not implement update")
+        if current is None:
+            return value
+        return self._fn(current, value)
+
     def combine_many(self, current: Any, changes: Sequence[tuple[Any, Any]]) -> Any:
         """Fold every change ``(before, after)`` into ``current``, in order.
 
@@ -101,6 +116,9 @@ class Reducer:
 
 
 class _Append(Reducer):
+    def update(self, current: Any, value: Any) -> Any:
+        return [*(current or []), value]
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         added = delta(before, after)
         return [*(current or []), *added]
@@ -116,7 +134,17 @@ class _Append(Reducer):
         return out
 
 
+class _Extend(_Append):
+    """Merges as ``append``; a node's single write adds the items of a list."""
+
+    def update(self, current: Any, value: Any) -> Any:
+        return [*(current or []), *value]
+
+
 class _MergeDict(Reducer):
+    def update(self, current: Any, value: Any) -> Any:
+        return {**(current or {}), **value}
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return {**(current or {}), **delta(before, after)}
 
@@ -135,6 +163,9 @@ class _Extreme(Reducer):
         super().__init__(name)
         self._pick = pick
 
+    def update(self, current: Any, value: Any) -> Any:
+        return value if current is None else self._pick(current, value)
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         if current is None:
             return after
@@ -142,6 +173,13 @@ class _Extreme(Reducer):
 
 
 class _Add(Reducer):
+    def update(self, current: Any, value: Any) -> Any:
+        if current is None:
+            return value
+        if isinstance(current, list) and not isinstance(value, list):
+            return [*current, value]  # one output into a list of them
+        return current + value
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         if current is None:
             return delta(before, after)
@@ -155,6 +193,11 @@ class _Add(Reducer):
 
 
 class _Union(Reducer):
+    def update(self, current: Any, value: Any) -> Any:
+        if current is None:
+            return value
+        return type(current)(set(current) | set(value))
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return type(after)(set(current or ()) | set(after))
 
@@ -168,12 +211,19 @@ class _Union(Reducer):
 
 
 class _Last(Reducer):
+    def update(self, current: Any, value: Any) -> Any:
+        return value
+
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return after
 
 
 class _Same(Reducer):
     """Every writer must write an equal value, which is kept."""
+
+    def update(self, current: Any, value: Any) -> Any:
+        # One node's own write: agreement is checked when branches merge.
+        return value
 
     def combine(self, current: Any, before: Any, after: Any) -> Any:
         return self.combine_many(current, [(before, after)])
@@ -196,7 +246,8 @@ class _Same(Reducer):
 
 append: Reducer = _Append("append")
 """Concatenate every writer's appended items, in branch / list order."""
-extend: Reducer = append
+extend: Reducer = _Extend("extend")
+"""Merges as ``append``; a node's single write (``update``) adds a list's items."""
 merge_dict: Reducer = _MergeDict("merge_dict")
 """Union of changed entries; on a shared key the later branch wins."""
 max_value: Reducer = _Extreme("max_value", max)
