@@ -229,7 +229,7 @@ def rag_lm() -> Any:
 
 
 class RAG(dspy.Module):  # type: ignore[misc]
-    """The tutorial's RAG module (plus ``aforward``, which ``acall`` needs)."""
+    """The tutorial's RAG module, as written there (``forward`` only)."""
 
     def __init__(self, num_docs: int = 3) -> None:
         self.num_docs = num_docs
@@ -238,6 +238,10 @@ class RAG(dspy.Module):  # type: ignore[misc]
     def forward(self, question: str) -> Any:
         context = search(question, k=self.num_docs)
         return self.respond(context=context, question=question)
+
+
+class AsyncRAG(RAG):
+    """With ``aforward``, so ``acall`` takes DSPy's async path (no thread)."""
 
     async def aforward(self, question: str) -> Any:
         context = search(question, k=self.num_docs)
@@ -272,9 +276,20 @@ def rag_graph() -> Graph[RagState]:
 
 
 @needs_binding
+def test_answer_reads_nothing_from_the_state_and_writes_responses() -> None:
+    assert Answer.writes == frozenset({"responses"})
+    node = Answer(question="q", program=AsyncRAG())
+    assert node.reads == frozenset()  # `question` binds from the node's own field
+    assert node.extract_inputs(RagState()) == {"question": "q"}
+
+
+@needs_binding
 @pytest.mark.asyncio
+@pytest.mark.parametrize("program", [AsyncRAG, RAG], ids=["aforward", "forward-only"])
 @pytest.mark.parametrize("max_concurrency", [1, 4, 16])
-async def test_rag_over_16_questions_equals_the_dspy_program(max_concurrency: int) -> None:
+async def test_rag_over_16_questions_equals_the_dspy_program(
+    program: type[RAG], max_concurrency: int
+) -> None:
     by_hand_lm = rag_lm()
     with dspy.context(lm=by_hand_lm):
         rag = RAG()
@@ -283,7 +298,7 @@ async def test_rag_over_16_questions_equals_the_dspy_program(max_concurrency: in
 
     lm = rag_lm()
     result = await rag_graph().run(
-        AskAll(QUESTIONS, lm, RAG()), state=RagState(), max_concurrency=max_concurrency
+        AskAll(QUESTIONS, lm, program()), state=RagState(), max_concurrency=max_concurrency
     )
     assert [p.response for p in result.output] == expected
     assert result.state.responses == expected
