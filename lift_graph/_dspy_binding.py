@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
 __all__ = [
+    "INSTANCE_MODULE",
     "OPTIONS",
     "Binding",
     "binding_of",
@@ -26,6 +27,9 @@ __all__ = [
     "own_fields",
     "signature_fields",
 ]
+
+#: Where a module whose configuration cannot be hashed is kept, on its node.
+INSTANCE_MODULE = "_lift_module"
 
 #: Per-instance settings every DSPyNode constructor accepts as keywords.
 OPTIONS: tuple[str, ...] = ("signature", "lm", "outputs", "program", "module_type")
@@ -211,19 +215,22 @@ def module_key(node: Any, binding: Binding | None) -> tuple[Any, ...] | None:
     """What a node's built module depends on, or None when that cannot be hashed.
 
     The class (its ``build_module``), the signature, ``module_type``, and every own
-    field that is not a bound input: two instances with equal keys can share one
-    module. Bound inputs change per call, never the module.
+    attribute (dataclass fields and whatever ``__init__`` stored) except bound inputs,
+    which change per call, and the LM, which is passed per call: two instances with
+    equal keys can share one module.
     """
     cls = type(node)
-    skip = binding.bound if binding is not None else frozenset()
+    skip = set(binding.bound) if binding is not None else set()
+    skip.update(OPTIONS)
+    names = set(own_fields(cls)) | {
+        n for n in getattr(node, "__dict__", ()) if n != INSTANCE_MODULE
+    }
     config: list[Any] = [cls, signature_of(node), getattr(node, "module_type", None)]
-    for name in sorted(own_fields(cls) - skip):
+    for name in sorted(names - skip):
         config.append((name, getattr(node, name, None)))
     key = tuple(config)
-    if not all(isinstance(part, Hashable) for part in config):
-        return None
     try:
         hash(key)
-    except TypeError:  # a hashable container holding an unhashable value
+    except TypeError:  # an unhashable value: the module is cached on the instance
         return None
     return key

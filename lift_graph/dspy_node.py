@@ -35,12 +35,14 @@ scheduler: declare ``retry`` on the node) and, in tests, ``cache=False``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ._declared_reducers import reducers_of, reducers_of_types
 from ._dspy_binding import (
+    INSTANCE_MODULE,
     OPTIONS,
     Binding,
     binding_of,
@@ -253,8 +255,13 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
         if self.program is not None:
             return self.program
         key = module_key(self, binding_of(self))
-        if key is None:
-            return self.build_module()  # unhashable configuration: built per call
+        if key is None:  # an unhashable configuration: built once per instance
+            module = getattr(self, INSTANCE_MODULE, None)
+            if module is None:
+                module = self.build_module()
+                with contextlib.suppress(AttributeError):  # slots: built per call
+                    object.__setattr__(self, INSTANCE_MODULE, module)
+            return module
         module = _MODULES.get(key)
         if module is None:
             if len(_MODULES) > 4096:

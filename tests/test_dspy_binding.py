@@ -414,3 +414,32 @@ async def test_outputs_as_an_instance_field_with_a_default_factory() -> None:
         Start(), state=Docs(docs=["document 1", "document 2"])
     )
     assert result.state.summaries == ["summary 1", "summary 2"]
+
+
+def test_a_module_built_from_attributes_set_in_init_is_not_shared() -> None:
+    class Flex(DSPyNode[State]):
+        signature = "question -> answer"
+
+        def __init__(self, reasoning: bool = False) -> None:
+            self.reasoning = reasoning
+
+        def build_module(self) -> Any:
+            kind = dspy.ChainOfThought if self.reasoning else dspy.Predict
+            return kind(self.signature)
+
+    assert isinstance(Flex().module(), dspy.Predict)
+    assert isinstance(Flex(reasoning=True).module(), dspy.ChainOfThought)
+    assert Flex().module() is Flex().module()
+    assert DSPyNode(lm="pinned").lm == "pinned"  # the base class takes lm= as well
+
+
+def test_an_unhashable_configuration_builds_once_per_instance() -> None:
+    @dataclass
+    class Tagged(DSPyNode[State]):
+        tags: list[str]
+        signature = "question -> answer"
+
+    node = Tagged(tags=["a"])
+    assert node.module() is node.module()
+    assert Tagged(tags=["a"]).module() is not node.module()
+    assert node.module().signature.output_fields.keys() == {"answer"}
