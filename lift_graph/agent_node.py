@@ -36,12 +36,11 @@ limits belong to the engine (declare ``retry`` and ``provider`` on the node).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._text import short_repr
-from .errors import ConfigurationError, InvalidStateError, MissingInputError
-from .node import BaseNode, End, RunContext
+from .errors import ConfigurationError, InvalidStateError
+from .node import BaseNode, DerivedFields, End, RunContext, read_input
 
 __all__ = ["AgentNode"]
 
@@ -71,42 +70,6 @@ def _default_reads(node: object) -> frozenset[str] | None:
 def _default_writes(node: object) -> frozenset[str] | None:
     fields = (_field_name(node, "output_field"), _field_name(node, "history_field"))
     return frozenset(f for f in fields if f is not None) or None
-
-
-class _FromFields:
-    """``reads`` / ``writes`` derived from the ``*_field`` attributes of the node asked.
-
-    Read on an instance, the instance's fields count (a dataclass field overriding
-    the class default); read on the class (``Graph(...)`` checks field names), the
-    class's. A non-data descriptor: a subclass or an instance that sets ``reads`` /
-    ``writes`` itself replaces it.
-    """
-
-    def __init__(self, derive: Callable[[object], frozenset[str] | None]) -> None:
-        self._derive = derive
-
-    def __get__(self, instance: object | None, owner: type) -> frozenset[str] | None:
-        return self._derive(owner if instance is None else instance)
-
-
-def _read_field(node: object, state: Any, name: str) -> Any:
-    """``state``'s field ``name`` (a key of a dict state).
-
-    :raises MissingInputError: the state has no such field.
-    """
-    if isinstance(state, Mapping):
-        if name in state:
-            return state[name]
-    elif hasattr(state, name):
-        return getattr(state, name)
-    node_name = type(node).__name__
-    raise MissingInputError(
-        f"node {node_name} needs state field {name!r}, which the state "
-        f"{type(state).__name__} does not have: add the field to the state model or "
-        "set the node's prompt_field / history_field to a field it has",
-        node=node_name,
-        field=name,
-    )
 
 
 def _write_field(state: Any, name: str, value: Any) -> None:
@@ -152,8 +115,8 @@ class AgentNode(BaseNode[StateT]):
     output_field: str | None = None
     history_field: str | None = None
 
-    reads = _FromFields(_default_reads)
-    writes = _FromFields(_default_writes)
+    reads = DerivedFields(_default_reads)
+    writes = DerivedFields(_default_writes)
 
     def prompt(self, state: StateT) -> str:
         """The user prompt (default: the ``prompt_field`` of the state, as text)."""
@@ -161,7 +124,7 @@ class AgentNode(BaseNode[StateT]):
             raise ConfigurationError(
                 f"{type(self).__name__} sets no prompt_field: set it or override prompt()"
             )
-        return str(_read_field(self, state, self.prompt_field))
+        return str(read_input(self, state, self.prompt_field))
 
     def history(self, state: StateT) -> list[Any]:
         """The conversation so far: the ``history_field`` list (``[]`` without one).
@@ -172,7 +135,7 @@ class AgentNode(BaseNode[StateT]):
         name = self.history_field
         if name is None:
             return []
-        value = _read_field(self, state, name)
+        value = read_input(self, state, name)
         if value is None:
             return []
         if not isinstance(value, list):

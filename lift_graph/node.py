@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseNode",
+    "DerivedFields",
     "End",
     "Node",
     "NodeResult",
@@ -187,6 +188,22 @@ class BaseNode(Generic[StateT]):
             "`async def run(self, ctx)` and return the next node, End(value), a Fork "
             "or a Pipeline"
         )
+
+
+class DerivedFields:
+    """A node's ``reads`` / ``writes`` derived from other attributes of the node asked.
+
+    Read on an instance, the instance's values count (a dataclass field overriding
+    the class default); read on the class (``Graph(...)`` checks field names), the
+    class's. A non-data descriptor: a subclass or an instance that sets ``reads`` /
+    ``writes`` itself replaces it.
+    """
+
+    def __init__(self, derive: Callable[[object], frozenset[str] | None]) -> None:
+        self._derive = derive
+
+    def __get__(self, instance: object | None, owner: type) -> frozenset[str] | None:
+        return self._derive(owner if instance is None else instance)
 
 
 def read_input(node: object, state: object, name: str) -> Any:
