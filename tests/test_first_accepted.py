@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,3 +569,45 @@ async def test_accept_raising_cancelled_error_fails_the_branch_instead_of_hangin
     (j,) = side.joins
     assert isinstance(j.errors[0], NodeExecutionError)
     assert isinstance(j.errors[0].__cause__, asyncio.CancelledError)
+
+
+# -- the docs example runs verbatim, and can fail ----------------------------------------
+
+
+def _docs_example() -> str:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "concepts.md").read_text("utf-8")
+    section = text.split("### Accepting a value", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return str(block)
+
+
+def _exec_example(code: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "concepts_example"}
+    # dont_inherit: this module's `from __future__ import annotations` would turn the
+    # example's annotations into strings that its dataclasses cannot resolve.
+    exec(compile(code, "docs/concepts.md", "exec", dont_inherit=True), namespace)
+    return namespace
+
+
+def test_docs_example_runs_verbatim() -> None:
+    namespace = _exec_example(_docs_example())
+    assert namespace["best"].state.answer == "Paris"
+    assert namespace["vote"].state.answer == " paris"
+
+
+def test_docs_example_fails_as_a_race() -> None:
+    # With ANY the fastest passing rollout ("Paris!") would win: the example's
+    # assertions are what tells the two apart.
+    example = _docs_example()
+    old = "join=JoinStrategy.FIRST_ACCEPTED"
+    assert old in example
+    with pytest.raises(AssertionError):
+        _exec_example(example.replace(old, "join=JoinStrategy.ANY"))
+
+
+def test_docs_example_fails_without_vote_key() -> None:
+    example = _docs_example()
+    old = 'vote_key=lambda answer: answer.strip(" .").lower()'
+    assert old in example
+    with pytest.raises(AssertionError):
+        _exec_example(example.replace(old, ""))
