@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from ._text import short_repr
 from .errors import ConfigurationError, InvalidStateError
-from .node import BaseNode, DerivedFields, End, RunContext, read_input
+from .node import BaseNode, DerivedFields, End, RunContext, read_input, write_output
 
 __all__ = ["AgentNode"]
 
@@ -70,13 +70,6 @@ def _default_reads(node: object) -> frozenset[str] | None:
 def _default_writes(node: object) -> frozenset[str] | None:
     fields = (_field_name(node, "output_field"), _field_name(node, "history_field"))
     return frozenset(f for f in fields if f is not None) or None
-
-
-def _write_field(state: Any, name: str, value: Any) -> None:
-    if isinstance(state, dict):
-        state[name] = value
-    else:
-        setattr(state, name, value)
 
 
 def _usage_tokens(result: Any) -> int | None:
@@ -193,12 +186,12 @@ class AgentNode(BaseNode[StateT]):
             ctx.record_tokens(tokens)
         output = result.output
         if self.output_field is not None:
-            _write_field(ctx.state, self.output_field, output)
+            write_output(ctx.state, self.output_field, output)
         if self.history_field is not None:
             # A new list (old + new), never `history.extend`: the old list may be
             # shared with the state at a fork, and an append-only change is what the
             # join merges (each branch's new messages, in branch order).
-            _write_field(ctx.state, self.history_field, [*history, *result.new_messages()])
+            write_output(ctx.state, self.history_field, [*history, *result.new_messages()])
         return output
 
     async def run(self, ctx: RunContext[StateT]) -> Any:

@@ -52,7 +52,16 @@ from ._dspy_binding import (
 )
 from ._dspy_binding import signature_fields as signature_fields
 from .errors import ConfigurationError, LMNotConfiguredError, StateValidationError
-from .node import BaseNode, DerivedFields, End, RunContext, read_input
+from .node import (
+    MISSING_VALUE,
+    BaseNode,
+    DerivedFields,
+    End,
+    RunContext,
+    read_input,
+    result_value,
+    write_output,
+)
 from .reducers import Reducer
 
 __all__ = ["DSPyNode", "signature_fields"]
@@ -194,22 +203,14 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
         """
         reducers: Mapping[str, Reducer] | None = None
         for output, target, reduced in self.binding().targets:
-            if isinstance(result, Mapping):
-                if output not in result:
-                    continue
-                value = result[output]
-            elif hasattr(result, output):
-                value = getattr(result, output)
-            else:
+            value = result_value(result, output)
+            if value is MISSING_VALUE:
                 continue
             if reduced:
                 if reducers is None:
                     reducers = self._reducers(state)
                 value = self._through(state, output, target, value, reducers.get(target))
-            if isinstance(state, dict):
-                state[target] = value
-            else:
-                setattr(state, target, value)
+            write_output(state, target, value)
 
     def _reducers(self, state: Any) -> Mapping[str, Reducer]:
         if type(state) is dict:

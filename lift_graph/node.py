@@ -169,18 +169,9 @@ class BaseNode(Generic[StateT]):
         Writes every field in ``writes`` that ``result`` provides.
         """
         for name in sorted(self.writes or ()):
-            if isinstance(result, Mapping):
-                if name not in result:
-                    continue
-                value = result[name]
-            elif hasattr(result, name):
-                value = getattr(result, name)
-            else:
-                continue
-            if isinstance(state, dict):
-                state[name] = value
-            else:
-                setattr(state, name, value)
+            value = result_value(result, name)
+            if value is not MISSING_VALUE:
+                write_output(state, name, value)
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
         raise NotImplementedError(
@@ -188,6 +179,26 @@ class BaseNode(Generic[StateT]):
             "`async def run(self, ctx)` and return the next node, End(value), a Fork "
             "or a Pipeline"
         )
+
+
+#: ``result_value``'s answer when the result does not provide the name.
+MISSING_VALUE: Any = object()
+
+
+def result_value(result: Any, name: str) -> Any:
+    """``result[name]`` of a mapping, else attribute ``name``; ``MISSING_VALUE`` when
+    the result provides neither."""
+    if isinstance(result, Mapping):
+        return result.get(name, MISSING_VALUE)
+    return getattr(result, name, MISSING_VALUE)
+
+
+def write_output(state: Any, name: str, value: Any) -> None:
+    """Assign a node's output to state field ``name`` (validated like any write)."""
+    if isinstance(state, dict):
+        state[name] = value
+    else:
+        setattr(state, name, value)
 
 
 class DerivedFields:
