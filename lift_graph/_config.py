@@ -1,4 +1,4 @@
-"""Checks of numeric settings, shared by ``Retry``, ``ProviderLimit``, ``Limits`` and nodes.
+"""Checks of settings, shared by ``Retry``, ``ProviderLimit``, ``Limits``, ``Fork`` and nodes.
 
 A setting that is wrong should fail where it is written, not minutes later inside a
 run (``nan`` backoff sleeps forever, ``rpm=1.5`` breaks deep in the limiter, a
@@ -11,9 +11,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._text import short_repr
 from .errors import ConfigurationError
 
-__all__ = ["check_count", "check_number"]
+__all__ = ["check_callable", "check_count", "check_number"]
+
+
+def check_callable(where: str, value: Any) -> None:
+    """:raises ConfigurationError: ``value`` is not callable (naming ``where``)."""
+    if not callable(value):
+        raise ConfigurationError(
+            f"{where} must be callable, got {short_repr(value)} of type {type(value).__name__}"
+        )
 
 
 def check_count(where: str, value: Any, *, minimum: int = 1, optional: bool = True) -> None:

@@ -7,16 +7,17 @@ final states alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from ._canonical import canonical_hash
+from ._config import check_callable
 from ._state import MISSING, FieldChange, field_names, get_field, put_field, shallow_copy
 from ._text import short_repr
-from .blocks import MergeStrategy
+from .blocks import Fork, MergeStrategy
 from .errors import CanonicalizationError, ConfigurationError, MergeError
 from .reducers import Reducer
 
@@ -25,6 +26,7 @@ __all__ = [
     "MergeOutcome",
     "apply_sequential",
     "merge_changes",
+    "merge_fork",
     "merge_outcomes",
     "reduce_changes",
 ]
@@ -307,16 +309,21 @@ def merge_outcomes(
     *,
     require_all: bool = True,
     vote_fields: Sequence[str] | None = None,
+    vote_key: Callable[[Any], Any] | None = None,
 ) -> MergeOutcome:
     """Merge finished branches by ``strategy`` (outcomes in branch index order).
 
+    ``vote_key`` (MAJORITY only) maps each branch's vote before it is hashed.
+
     :raises MergeError: no branch succeeded, ALL_SUCCESS with a failed branch while
-        ``require_all``, or conflicting writes.
-    :raises ConfigurationError: ``strategy`` is not a ``MergeStrategy``, or a vote
-        field is not a field of the state.
+        ``require_all``, conflicting writes, or ``vote_key`` raised.
+    :raises ConfigurationError: ``strategy`` is not a ``MergeStrategy``, a vote
+        field is not a field of the state, or ``vote_key`` is not callable or given
+        without MAJORITY.
     """
     strategy = coerce_strategy(strategy)
     vote_fields = _check_vote_fields(base, vote_fields)
+    _check_vote_key(vote_key, strategy)
     ok = [o for o in outcomes if o.succeeded]
     if strategy is MergeStrategy.ALL_SUCCESS:
         failed = [o.key for o in outcomes if not o.succeeded]
@@ -339,16 +346,8 @@ def merge_outcomes(
         return MergeOutcome(state, changed, [winner.index], winner=winner.index)
     # MAJORITY: the most common canonical hash; ties go to the group seen first,
     # i.e. the one holding the lowest branch index.
-    counts: dict[str, list[BranchOutcome]] = {}
-    for o in ok:
-        try:
-            vote = canonical_hash(_vote_payload(o, vote_fields))
-        except CanonicalizationError as exc:
-            raise MergeError(
-                f"MAJORITY cannot vote on branch {o.key!r}: {exc}", branches=[o.key]
-            ) from exc
-        counts.setdefault(vote, []).append(o)
-    best_hash, group = max(counts.items(), key=lambda kv: len(kv[1]))
+    groups = _vote_groups(ok, vote_fields, vote_key)
+    best_hash, group = max(groups.items(), key=lambda kv: len(kv[1]))
     winner = group[0]
     state, changed = merge_changes(base, [(winner.key, winner.changes)], reducers)
     return MergeOutcome(
@@ -360,6 +359,120 @@ def merge_outcomes(
         agreement_ratio=len(group) / len(ok),
         vote_hash=best_hash,
     )
+
+
+def merge_fork(
+    base: Any,
+    fork: Fork[Any],
+    ok: Sequence[int],
+    values: Sequence[Any],
+    changes: Sequence[dict[str, FieldChange] | None],
+    states: Sequence[Any],
+    reducers: Mapping[str, Reducer],
+    winner: int | None = None,
+) -> MergeOutcome:
+    """The state after ``fork``'s join; ``ok`` are the successful branches' indices.
+
+    An accept-join (``winner`` given) merges its winner alone, whatever ``fork.merge``
+    says (ALL_SUCCESS and FIRST_SUCCESS agree on one branch; MAJORITY is refused when
+    the fork is built). ``MergeOutcome.winner`` is an index: the caller maps it to a key.
+
+    :raises MergeError: conflicting writes, a failed vote.
+    """
+    keys = fork.keys
+    if winner is not None:
+        state, changed = merge_changes(base, [(keys[winner], changes[winner] or {})], reducers)
+        return MergeOutcome(state, changed, [winner], winner=winner)
+    if fork.merge is MergeStrategy.ALL_SUCCESS:
+        # The common case, kept lean for huge forks: only branches that wrote
+        # something take part, and no per-branch object is built.
+        writers = [(keys[i], c) for i in ok if (c := changes[i])]
+        state, changed = merge_changes(base, writers, reducers)
+        return MergeOutcome(state, changed, list(ok))
+    outcomes = [
+        BranchOutcome(
+            key=keys[i],
+            index=i,
+            succeeded=True,
+            value=values[i],
+            state=states[i],
+            changes=changes[i] or {},
+            has_value=True,
+        )
+        for i in ok
+    ]
+    return merge_outcomes(
+        base,
+        outcomes,
+        fork.merge,
+        reducers,
+        require_all=False,
+        vote_fields=fork.vote_on,
+        vote_key=fork.vote_key,
+    )
+
+
+def _check_vote_key(vote_key: Callable[[Any], Any] | None, strategy: MergeStrategy) -> None:
+    """:raises ConfigurationError: not callable, or given without MAJORITY."""
+    if vote_key is None:
+        return
+    check_callable("vote_key", vote_key)
+    if strategy is not MergeStrategy.MAJORITY:
+        raise ConfigurationError(
+            f"vote_key given with strategy {strategy}: vote_key normalizes the values of "
+            "a MAJORITY vote; use MergeStrategy.MAJORITY, or drop vote_key"
+        )
+
+
+def _vote_groups(
+    ok: Sequence[BranchOutcome],
+    vote_fields: Sequence[str] | None,
+    vote_key: Callable[[Any], Any] | None,
+) -> dict[str, list[BranchOutcome]]:
+    """Successful branches grouped by the canonical hash of their (normalized) vote,
+    groups in order of their lowest branch index.
+
+    A branch whose ``vote_key`` gives ``None`` abstains, as ``dspy.majority`` ignores a
+    completion its ``normalize`` maps to None; if every branch abstains, None is the
+    one vote they all cast (dspy does the same).
+
+    :raises MergeError: a vote has no canonical form, or ``vote_key`` raised.
+    """
+    groups: dict[str, list[BranchOutcome]] = {}
+    abstained: list[BranchOutcome] = []
+    for o in ok:
+        vote = _vote_payload(o, vote_fields)
+        if vote_key is not None:
+            vote = _normalized_vote(o, vote, vote_key)
+            if vote is None:
+                abstained.append(o)
+                continue
+        groups.setdefault(_vote_hash(o, vote), []).append(o)
+    if not groups and abstained:
+        groups[_vote_hash(abstained[0], None)] = abstained
+    return groups
+
+
+def _normalized_vote(o: BranchOutcome, vote: Any, vote_key: Callable[[Any], Any]) -> Any:
+    """:raises MergeError: ``vote_key`` raised (the original is ``__cause__``)."""
+    try:
+        return vote_key(vote)
+    except Exception as exc:  # vote_key is user code: whatever it raises fails the vote
+        raise MergeError(
+            f"MAJORITY vote_key raised on branch {o.key!r} (vote {short_repr(vote)}): "
+            f"{type(exc).__name__}: {exc}",
+            branches=[o.key],
+        ) from exc
+
+
+def _vote_hash(o: BranchOutcome, vote: Any) -> str:
+    """:raises MergeError: the vote has no canonical form."""
+    try:
+        return canonical_hash(vote)
+    except CanonicalizationError as exc:
+        raise MergeError(
+            f"MAJORITY cannot vote on branch {o.key!r}: {exc}", branches=[o.key]
+        ) from exc
 
 
 def coerce_strategy(strategy: Any) -> MergeStrategy:

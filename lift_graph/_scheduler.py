@@ -14,6 +14,7 @@ or timed-out run leaves no task behind.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
@@ -21,15 +22,15 @@ from types import MappingProxyType
 from typing import Any
 
 from ._declared_reducers import reducers_for
-from ._joins import JoinTracker, Verdict
-from ._merge import BranchOutcome, apply_sequential, merge_changes, merge_outcomes
+from ._joins import JoinTracker, Verdict, join_error, settle_above_winner
+from ._merge import apply_sequential, merge_fork
 from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
 from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
-from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, MergeStrategy, Pipeline
-from .errors import GraphDefinitionError, JoinError, MergeError, NodeExecutionError
+from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
+from .errors import GraphDefinitionError, MergeError, NodeExecutionError
 from .node import End
 from .reducers import Reducer
 
@@ -173,14 +174,45 @@ class Scheduler:
             self.emit("node_failed", {"record": NodeRecord._make(failed)})
 
     # -- forks ------------------------------------------------------------------
+    async def _judged_path(
+        self, accept: Callable[[Any], Any], node: Any, child: Branch, prefix: str, prov: list[Any]
+    ) -> tuple[Any, bool]:
+        """Run one branch of a fork with ``accept``; returns its value and the verdict.
+
+        ``accept`` runs in the branch's own task, so what it raises fails that branch
+        (recorded in ``errors``) instead of vanishing in a done-callback.
+        """
+        value = await self.run_path(node, child, prefix, None, prov)
+        try:
+            verdict = accept(value)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except asyncio.CancelledError as raised:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the join (or the run) cancelled this branch
+            # As for a node (see run_node): a CancelledError nobody asked for would
+            # look like a cancellation to the join, which would wait forever.
+            raise NodeExecutionError(
+                f"accept raised CancelledError on the value of branch {prefix!r} although "
+                "nothing cancelled it; return False to reject a value, or raise an "
+                "ordinary exception",
+                execution_id=self.settings.execution_id,
+            ) from raised
+        return value, bool(verdict)
+
     async def _fork(
         self, fork: Fork[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
     ) -> JoinResult[Any]:
         n = len(fork.branches)
         keys = fork.keys
-        tracker = JoinTracker(n, fork.join, fork.on_error, fork.required_successes())
+        accept = fork.accept
+        tracker = JoinTracker(
+            n, fork.join, fork.on_error, fork.required_successes(), accepting=accept is not None
+        )
         statuses: list[BranchStatus | None] = [None] * n
         values: list[Any] = [None] * n
+        accepted: list[bool | None] = [None] * n
         errors: dict[int, BaseException] = {}
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[Any] = loop.create_future()
@@ -216,15 +248,20 @@ class Scheduler:
             exc = task.exception()
             if exc is None:
                 statuses[i] = BranchStatus.SUCCEEDED
-                values[i] = task.result()
+                passed = True
+                if accept is None:
+                    values[i] = task.result()
+                else:
+                    values[i], passed = task.result()
+                    accepted[i] = passed
                 changes[i] = child.changes()
                 if keep_state:
                     states[i] = child.state
-                decision = tracker.record(True)
+                decision = tracker.record(i, True, passed)
             else:
                 statuses[i] = BranchStatus.FAILED
                 errors[i] = exc
-                decision = tracker.record(False)
+                decision = tracker.record(i, False)
             if decision.verdict is not Verdict.WAIT and not decided.done():
                 decided.set_result(decision)
 
@@ -236,9 +273,13 @@ class Scheduler:
                     child = Branch.fork(base)
                     prov: list[dict[str, Any]] = []
                     launched = i + 1
-                    task = loop.create_task(
-                        self.run_path(node, child, f"{key}/{bkey}/", None, prov)
+                    prefix = f"{key}/{bkey}/"
+                    path = (
+                        self.run_path(node, child, prefix, None, prov)
+                        if accept is None
+                        else self._judged_path(accept, node, child, prefix, prov)
                     )
+                    task = loop.create_task(path)
                     task.add_done_callback(partial(on_done, i, child, prov))
                     tasks.add(task)
                     if (i + 1) % _LAUNCH_BATCH == 0 and i + 1 < n:
@@ -280,7 +321,11 @@ class Scheduler:
                 await _cancel_and_wait(tasks)
 
         final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
-        deterministic = fork.join is JoinStrategy.ALL and not timed_out
+        ordered = fork.join is JoinStrategy.FIRST_ACCEPTED
+        if ordered and decision.winner is not None:
+            settle_above_winner(decision.winner, final_status, values, errors, accepted)
+        # ALL and FIRST_ACCEPTED do not depend on which branch finished first.
+        deterministic = (fork.join is JoinStrategy.ALL or ordered) and not timed_out
         if not deterministic:
             self.deterministic = False
         join: JoinResult[Any] = JoinResult(
@@ -292,50 +337,28 @@ class Scheduler:
             deterministic=deterministic,
             merge=fork.merge,
             timed_out=timed_out,
+            accepted=accepted,
         )
         if decision.verdict is Verdict.FAIL:
             self._emit_join(key, join)
-            raise self._join_error(key, join, errors, keys)
+            raise join_error(key, join, errors, keys, accepting=accept is not None)
         ok = [i for i, s in enumerate(final_status) if s is BranchStatus.SUCCEEDED]
         if ok:
             reducers = reducers_for(branch.state, self.dict_reducers)
             try:
-                if fork.merge is MergeStrategy.ALL_SUCCESS:
-                    # The common case, kept lean for huge forks: only branches that
-                    # wrote something take part, and no per-branch object is built.
-                    writers = [(keys[i], changes[i]) for i in ok if changes[i]]
-                    state, changed = merge_changes(branch.state, writers, reducers)
-                    used: list[int] = ok
-                else:
-                    merged = merge_outcomes(
-                        branch.state,
-                        [
-                            BranchOutcome(
-                                key=keys[i],
-                                index=i,
-                                succeeded=True,
-                                value=values[i],
-                                state=states[i],
-                                changes=changes[i] or {},
-                                has_value=True,
-                            )
-                            for i in ok
-                        ],
-                        fork.merge,
-                        reducers,
-                        require_all=False,
-                        vote_fields=fork.vote_on,
-                    )
-                    state, changed, used = merged.state, merged.changed, merged.used
-                    join.winner = merged.winner
-                    join.agreement = merged.agreement
-                    join.agreement_ratio = merged.agreement_ratio
+                merged = merge_fork(
+                    branch.state, fork, ok, values, changes, states, reducers, decision.winner
+                )
             except MergeError as exc:
                 exc.join = join
                 raise
-            branch.state = state
-            branch.owned.update(changed)
-            used_set = set(used)
+            if merged.winner is not None:
+                join.winner = keys[merged.winner]
+            join.agreement = merged.agreement
+            join.agreement_ratio = merged.agreement_ratio
+            branch.state = merged.state
+            branch.owned.update(merged.changed)
+            used_set = set(merged.used)
             for j in sorted(range(len(prov_index)), key=prov_index.__getitem__):
                 if prov_index[j] in used_set:
                     provenance.append(prov_entries[j])
@@ -345,28 +368,6 @@ class Scheduler:
     def _emit_join(self, key: str, join: JoinResult[Any]) -> None:
         if self.emit is not None:
             self.emit("join_finished", {"key": key, "join": join})
-
-    @staticmethod
-    def _join_error(
-        key: str, join: JoinResult[Any], errors: dict[int, BaseException], keys: list[Any]
-    ) -> JoinError:
-        first = min(errors) if errors else None
-        if first is None:
-            msg = (
-                f"join after {key} failed: no branch can succeed ({join.total} branches, "
-                f"strategy {join.strategy.name})"
-            )
-        else:
-            exc = errors[first]
-            msg = (
-                f"join after {key} failed: branch {keys[first]!r} raised "
-                f"{type(exc).__name__}: {exc} ({join.failed} failed, {join.succeeded} "
-                f"succeeded, {join.cancelled} cancelled of {join.total})"
-            )
-        err = JoinError(msg, errors=join.errors, join=join)
-        if first is not None:
-            err.__cause__ = errors[first]
-        return err
 
     # -- pipelines --------------------------------------------------------------
     async def _member(self, node: Any, child: Branch, key: str, prov: list[Any]) -> Any:
@@ -470,7 +471,7 @@ class Scheduler:
             statuses=final_status,
         )
         if not ok:
-            raise self._join_error(key, join, errors, list(range(n)))
+            raise join_error(key, join, errors, list(range(n)))
         merged, changed = apply_sequential(base, changes, reducers)
         branch.state = merged
         branch.owned.update(changed)

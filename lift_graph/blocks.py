@@ -8,12 +8,12 @@ scheduler infers from their ``reads`` / ``writes``. Both continue at ``then``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from ._config import check_number
+from ._config import check_callable, check_number
 from .errors import ConfigurationError
 from .node import check_node
 
@@ -39,6 +39,7 @@ class MergeStrategy(Enum):
     #: Every branch must succeed; field-level merge of all branches, in index order.
     ALL_SUCCESS = "all_success"
     #: Most common canonical output wins (ties: lowest index); agreement is reported.
+    #: ``Fork(vote_key=...)`` normalizes each output before it is hashed.
     MAJORITY = "majority"
 
 
@@ -49,6 +50,9 @@ class JoinStrategy(Enum):
     ANY = "any"  #: the first branch to succeed
     FIRST = "first"  #: the first branch to finish, successful or not
     QUORUM = "quorum"  #: ``quorum`` branches have succeeded
+    #: The lowest-index branch whose value passes ``Fork(accept=...)``, decided as soon
+    #: as every lower-index branch has finished; deterministic, unlike ANY / FIRST.
+    FIRST_ACCEPTED = "first_accepted"
 
 
 class FailureMode(Enum):
@@ -90,10 +94,18 @@ class Fork(Generic[StateT]):
     of the branches) applies to ``JoinStrategy.QUORUM``. ``timeout`` (seconds)
     cancels unfinished branches, records ``TimeoutError`` for them, then ``on_error``
     applies. ``vote_on`` names the state fields MAJORITY votes on (default: the
-    branches' ``End`` values).
+    branches' ``End`` values); ``vote_key`` maps each vote (an ``End`` value, or the
+    dict of ``vote_on`` fields) to what is compared, e.g. ``str.casefold``, as
+    ``dspy.majority`` normalizes answers (``None``: the branch abstains).
+
+    ``accept`` (a predicate on a branch's ``End`` value; it may be ``async``) picks the
+    winner under ``JoinStrategy.FIRST_ACCEPTED`` (the lowest-index branch that passes)
+    and ``JoinStrategy.ANY`` (the first completion that passes). Only the winner's
+    state is merged; a branch whose value is rejected counts like a failed one.
 
     :raises InvalidNodeError: a branch or ``then`` is not a node.
-    :raises ConfigurationError: a bad strategy, quorum or timeout.
+    :raises ConfigurationError: a bad strategy, quorum or timeout; ``accept`` /
+        ``vote_key`` that is not callable or does not fit ``join`` / ``merge``.
     """
 
     branches: list[Any]
@@ -105,6 +117,8 @@ class Fork(Generic[StateT]):
     timeout: float | None
     quorum: int | float | None
     vote_on: tuple[str, ...] | None
+    vote_key: Callable[[Any], Any] | None
+    accept: Callable[[Any], Any] | None
 
     def __init__(
         self,
@@ -117,6 +131,8 @@ class Fork(Generic[StateT]):
         timeout: float | None = None,
         quorum: int | float | None = None,
         vote_on: str | Sequence[str] | None = None,
+        vote_key: Callable[[Any], Any] | None = None,
+        accept: Callable[[Any], Any] | None = None,
     ) -> None:
         if isinstance(branches, Mapping):
             self.keys = list(branches.keys())
@@ -149,6 +165,8 @@ class Fork(Generic[StateT]):
         if isinstance(vote_on, str):
             vote_on = (vote_on,)  # one field name, not its letters
         self.vote_on = tuple(vote_on) if vote_on else None
+        self.vote_key = _checked_vote_key(vote_key, self.merge)
+        self.accept = _checked_accept(accept, self.join, self.merge)
 
     def __len__(self) -> int:
         return len(self.branches)
@@ -158,7 +176,7 @@ class Fork(Generic[StateT]):
         n = len(self.branches)
         if self.join is JoinStrategy.QUORUM:
             return _quorum_size(self.quorum, n)
-        if self.join in (JoinStrategy.ANY, JoinStrategy.FIRST):
+        if self.join in (JoinStrategy.ANY, JoinStrategy.FIRST, JoinStrategy.FIRST_ACCEPTED):
             return min(1, n)
         return n
 
@@ -169,6 +187,49 @@ class Fork(Generic[StateT]):
             f"Fork([{names}{more}] ({len(self.branches)}), join={self.join.name}, "
             f"on_error={self.on_error.name}, merge={self.merge.name})"
         )
+
+
+def _checked_vote_key(
+    vote_key: Callable[[Any], Any] | None, merge: MergeStrategy
+) -> Callable[[Any], Any] | None:
+    """:raises ConfigurationError: not callable, or given without a MAJORITY merge."""
+    if vote_key is None:
+        return None
+    check_callable("Fork vote_key", vote_key)
+    if merge is not MergeStrategy.MAJORITY:
+        raise ConfigurationError(
+            f"vote_key given with merge={merge}: vote_key normalizes the values of a "
+            "MAJORITY vote; pass merge=MergeStrategy.MAJORITY, or drop vote_key"
+        )
+    return vote_key
+
+
+def _checked_accept(
+    accept: Callable[[Any], Any] | None, join: JoinStrategy, merge: MergeStrategy
+) -> Callable[[Any], Any] | None:
+    """:raises ConfigurationError: FIRST_ACCEPTED without ``accept``; ``accept`` not
+    callable, with another join than ANY / FIRST_ACCEPTED, or with a MAJORITY merge."""
+    if accept is None:
+        if join is JoinStrategy.FIRST_ACCEPTED:
+            raise ConfigurationError(
+                "JoinStrategy.FIRST_ACCEPTED needs accept=predicate: a callable that "
+                "takes a branch's End value and returns True to accept it"
+            )
+        return None
+    check_callable("Fork accept", accept)
+    if join not in (JoinStrategy.ANY, JoinStrategy.FIRST_ACCEPTED):
+        raise ConfigurationError(
+            f"accept given with join={join}: accept applies to ANY and FIRST_ACCEPTED; "
+            "use join=JoinStrategy.FIRST_ACCEPTED (the lowest-index branch that passes) "
+            "or join=JoinStrategy.ANY (the first branch to finish that passes)"
+        )
+    if merge is MergeStrategy.MAJORITY:
+        raise ConfigurationError(
+            "merge=MergeStrategy.MAJORITY votes over the branches, but with accept= the "
+            "winner's state alone is merged: leave merge at its default (or use "
+            "FIRST_SUCCESS), or vote with join=JoinStrategy.ALL"
+        )
+    return accept
 
 
 def _quorum_size(quorum: int | float | None, n: int) -> int:
@@ -245,6 +306,13 @@ class JoinResult(Generic[T]):
     ``results`` holds branch values in branch order, ``None`` where a branch failed
     or was cancelled; ``errors`` maps branch key to exception; ``statuses`` tells
     the three apart.
+
+    ``winner`` is the *key* of the branch that decided the join: the accepted branch
+    of ``FIRST_ACCEPTED`` (or of ``ANY`` with ``accept``), else the branch whose state
+    a FIRST_SUCCESS / MAJORITY merge kept; ``None`` otherwise. ``accepted[i]`` says
+    whether ``accept`` passed branch i's value: ``True``, ``False`` (rejected; its
+    value stays in ``results``, status SUCCEEDED), or ``None`` where it was not asked
+    (no ``accept``, or the branch failed or was cancelled).
     """
 
     keys: list[Any]
@@ -254,12 +322,18 @@ class JoinResult(Generic[T]):
     strategy: JoinStrategy = JoinStrategy.ALL
     deterministic: bool = True
     merge: MergeStrategy = MergeStrategy.ALL_SUCCESS
-    #: MAJORITY: index of the winning branch, how many agreed, and their share.
-    winner: int | None = None
+    #: Key of the winning branch (see above); MAJORITY: how many agreed, their share.
+    winner: Any = None
     agreement: int | None = None
     agreement_ratio: float | None = None
     timed_out: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Per branch: did ``accept`` pass its value (None: not asked). Empty: all None.
+    accepted: list[bool | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.accepted:
+            self.accepted = [None] * len(self.keys)
 
     @property
     def total(self) -> int:

@@ -52,7 +52,16 @@ from ._dspy_binding import (
 )
 from ._dspy_binding import signature_fields as signature_fields
 from .errors import ConfigurationError, LMNotConfiguredError, StateValidationError
-from .node import BaseNode, End, RunContext, read_input
+from .node import (
+    MISSING_VALUE,
+    BaseNode,
+    DerivedFields,
+    End,
+    RunContext,
+    read_input,
+    result_value,
+    write_output,
+)
 from .reducers import Reducer
 
 __all__ = ["DSPyNode", "signature_fields"]
@@ -119,18 +128,14 @@ def _set_option(node: Any, name: str, value: Any) -> None:
         ) from None
 
 
-class _SignatureIO:
-    """``reads`` / ``writes`` of a DSPyNode, from its binding, for the class (Graph
-    validation, diagrams) and for each instance (what a run isolates and plans)."""
+def _reads(target: object) -> frozenset[str] | None:
+    binding = binding_of(target)
+    return None if binding is None else binding.reads
 
-    def __init__(self, attr: str) -> None:
-        self.attr = attr
 
-    def __get__(self, obj: Any, owner: type) -> frozenset[str] | None:
-        binding = binding_of(owner if obj is None else obj)
-        if binding is None:
-            return None
-        return binding.reads if self.attr == "reads" else binding.writes
+def _writes(target: object) -> frozenset[str] | None:
+    binding = binding_of(target)
+    return None if binding is None else binding.writes
 
 
 class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
@@ -151,8 +156,8 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
     program: Any = None
     module_type: Any = None
 
-    reads = _SignatureIO("reads")  # computed per class and per instance
-    writes = _SignatureIO("writes")
+    reads = DerivedFields(_reads)  # from the binding, per class and per instance
+    writes = DerivedFields(_writes)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -198,22 +203,14 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
         """
         reducers: Mapping[str, Reducer] | None = None
         for output, target, reduced in self.binding().targets:
-            if isinstance(result, Mapping):
-                if output not in result:
-                    continue
-                value = result[output]
-            elif hasattr(result, output):
-                value = getattr(result, output)
-            else:
+            value = result_value(result, output)
+            if value is MISSING_VALUE:
                 continue
             if reduced:
                 if reducers is None:
                     reducers = self._reducers(state)
                 value = self._through(state, output, target, value, reducers.get(target))
-            if isinstance(state, dict):
-                state[target] = value
-            else:
-                setattr(state, target, value)
+            write_output(state, target, value)
 
     def _reducers(self, state: Any) -> Mapping[str, Reducer]:
         if type(state) is dict:

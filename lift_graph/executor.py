@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._declared_reducers import reducers_for, reducers_of_types
@@ -194,6 +194,7 @@ class ParallelExecutor(Generic[StateT]):
         strategy: MergeStrategy = MergeStrategy.FIRST_SUCCESS,
         *,
         vote_fields: Sequence[str] | None = None,
+        vote_key: Callable[[Any], Any] | None = None,
     ) -> RunContext[StateT]:
         """Merge the isolated states of ``results`` into a new context.
 
@@ -204,10 +205,13 @@ class ParallelExecutor(Generic[StateT]):
         MAJORITY hashes each
         result's canonical output (its ``End`` value, the fields in ``vote_fields``,
         or else its changed fields), picks the most common, ties to the lowest index,
-        and reports the agreement in ``metadata["merge"]``.
+        and reports the agreement in ``metadata["merge"]``. ``vote_key`` (MAJORITY
+        only) normalizes each vote before it is hashed, as ``Fork(vote_key=...)``.
 
-        :raises MergeError: no success, a failure under ALL_SUCCESS, conflicting writes.
-        :raises ConfigurationError: an unknown strategy.
+        :raises MergeError: no success, a failure under ALL_SUCCESS, conflicting writes,
+            ``vote_key`` raised.
+        :raises ConfigurationError: an unknown strategy; ``vote_key`` not callable or
+            given without MAJORITY.
         """
         strategy = coerce_strategy(strategy)
         if not results:
@@ -238,6 +242,7 @@ class ParallelExecutor(Generic[StateT]):
                 reducers_of_types(state_type_of(type(r.node)) for r in results),
             ),
             vote_fields=vote_fields,
+            vote_key=vote_key,
         )
         provenance = list(base_ctx.provenance)
         for i in merged.used:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseNode",
+    "DerivedFields",
     "End",
     "Node",
     "NodeResult",
@@ -168,18 +169,9 @@ class BaseNode(Generic[StateT]):
         Writes every field in ``writes`` that ``result`` provides.
         """
         for name in sorted(self.writes or ()):
-            if isinstance(result, Mapping):
-                if name not in result:
-                    continue
-                value = result[name]
-            elif hasattr(result, name):
-                value = getattr(result, name)
-            else:
-                continue
-            if isinstance(state, dict):
-                state[name] = value
-            else:
-                setattr(state, name, value)
+            value = result_value(result, name)
+            if value is not MISSING_VALUE:
+                write_output(state, name, value)
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
         raise NotImplementedError(
@@ -187,6 +179,42 @@ class BaseNode(Generic[StateT]):
             "`async def run(self, ctx)` and return the next node, End(value), a Fork "
             "or a Pipeline"
         )
+
+
+#: ``result_value``'s answer when the result does not provide the name.
+MISSING_VALUE: Any = object()
+
+
+def result_value(result: Any, name: str) -> Any:
+    """``result[name]`` of a mapping, else attribute ``name``; ``MISSING_VALUE`` when
+    the result provides neither."""
+    if isinstance(result, Mapping):
+        return result.get(name, MISSING_VALUE)
+    return getattr(result, name, MISSING_VALUE)
+
+
+def write_output(state: Any, name: str, value: Any) -> None:
+    """Assign a node's output to state field ``name`` (validated like any write)."""
+    if isinstance(state, dict):
+        state[name] = value
+    else:
+        setattr(state, name, value)
+
+
+class DerivedFields:
+    """A node's ``reads`` / ``writes`` derived from other attributes of the node asked.
+
+    Read on an instance, the instance's values count (a dataclass field overriding
+    the class default); read on the class (``Graph(...)`` checks field names), the
+    class's. A non-data descriptor: a subclass or an instance that sets ``reads`` /
+    ``writes`` itself replaces it.
+    """
+
+    def __init__(self, derive: Callable[[object], frozenset[str] | None]) -> None:
+        self._derive = derive
+
+    def __get__(self, instance: object | None, owner: type) -> frozenset[str] | None:
+        return self._derive(owner if instance is None else instance)
 
 
 def read_input(node: object, state: object, name: str) -> Any:

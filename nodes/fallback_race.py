@@ -8,8 +8,9 @@
 that fails fast only counts against the quorum, and the slower providers still
 running when the winner answers are cancelled (their calls show up in the fake
 LM's log as ``cancelled``). ``Report`` reads who won from ``ctx.join``:
-``winner`` (branch index), ``keys``, ``errors`` and ``statuses``. A race is not
-deterministic, and the run result says so (``RunResult.deterministic`` is False).
+``winner`` (the winning branch's key), ``keys``, ``errors`` and ``statuses``. A
+race is not deterministic, and the run result says so (``RunResult.deterministic``
+is False).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Report(BaseNode[RaceState]):
             raise RuntimeError("Report must follow the provider race")
         return End(
             RaceOutcome(
-                winner=str(join.keys[join.winner]),
+                winner=str(join.winner),
                 answer=ctx.state.answer,
                 failed={str(k): f"{type(e).__name__}: {e}" for k, e in join.errors.items()},
                 cancelled=[

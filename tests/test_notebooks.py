@@ -174,3 +174,24 @@ async def test_concepts_typeddict_reducer_example_runs() -> None:
         "assert result.state == {'count': 3}, result.state\n"
     )
     await run_cells([("setup", setup), ("docs/concepts.md[TypedDict]", block), ("check", check)])
+
+
+@pytest.mark.asyncio
+async def test_docs_agents_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pydantic_ai")
+    text = (ROOT / "docs" / "agents.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 4, "docs/agents.md: update this test with its examples"
+    await run_cells([(f"docs/agents.md[block {i}]", b) for i, b in enumerate(blocks)])
+    assert capsys.readouterr().out.splitlines() == [
+        "Summarize for children: graphs run agents",
+        "True",
+        "True",
+        "Graphs run agents!",
+        "4",
+        "['request', 'response', 'request', 'response']",
+        "['summary'] ['text']",
+        "['text'] ['summary']",
+        "Agents, in a graph.",
+        "True",
+    ]

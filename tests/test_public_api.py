@@ -144,7 +144,7 @@ def test_enums_have_the_design_members() -> None:
     from lift_graph import FailureMode, JoinStrategy, MergeStrategy
 
     assert {m.name for m in MergeStrategy} == {"FIRST_SUCCESS", "ALL_SUCCESS", "MAJORITY"}
-    assert {m.name for m in JoinStrategy} == {"ALL", "ANY", "FIRST", "QUORUM"}
+    assert {m.name for m in JoinStrategy} == {"ALL", "ANY", "FIRST", "QUORUM", "FIRST_ACCEPTED"}
     assert {m.name for m in FailureMode} == {"FAIL_ALL", "FAIL_FIRST", "CONTINUE"}
 
 
