@@ -214,10 +214,6 @@ def test_merge(outcomes: dict[str, Outcome]) -> None:
 
 def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
     pytest.importorskip("dspy")
-    from lift_graph import DSPyNode, JoinStrategy
-
-    if not hasattr(DSPyNode, "program") or not hasattr(JoinStrategy, "FIRST_ACCEPTED"):
-        pytest.skip("TEMPORARY: DSPyNode binding / FIRST_ACCEPTED not merged")
     out = _run("dspy_rag", outcomes)
     _assert_finite(out)
     ideal = 2 * TINY.dspy_latency * 1000  # ms: 16 questions, 8 at a time
@@ -226,10 +222,14 @@ def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
     for row in rag:
         assert ideal * 0.95 <= fig(row) < ideal * 20, row
     best = [r for r in out.rows if r.workload.startswith("dspy BestOfN")]
-    assert {r.engine for r in best} == {LIFT, "dspy.BestOfN"}
+    assert {r.engine for r in best} == {LIFT, "dspy.BestOfN", ASYNCIO}
     for row in best:
         assert TINY.dspy_latency * 1000 * 0.95 <= fig(row) < TINY.dspy_latency * 1000 * 20, row
-    assert [t.what for t in out.targets] == ["lift_graph / dspy.Parallel", "fork / dspy.BestOfN"]
+    assert [t.what for t in out.targets] == [
+        "lift_graph / dspy.Parallel",
+        "lift_graph / asyncio acall gather",
+        "fork / dspy.BestOfN",
+    ]
     assert all(t.value is not None and t.value > 0 for t in out.targets)
 
 
