@@ -15,7 +15,11 @@ program as a lift_graph graph, on equal but separate offline LMs, and compares:
   over LM copies with one rollout id each.
 
 Equal means the same outputs, in the same order, and the same multiset of prompts
-sent to the LM (each call's messages, from the LM's history, sorted).
+sent to the LM (each call's messages, from the LM's history, sorted). The RAG
+module runs both as the tutorial writes it (``forward`` only: the node runs it on a
+thread) and with ``aforward`` (DSPy's async path). One difference is by design and
+tested as such: when no rollout passes, ``BestOfN`` returns its best attempt while
+the FIRST_ACCEPTED fork raises ``JoinError`` (the rejected values kept in it).
 """
 
 from __future__ import annotations
@@ -616,3 +620,35 @@ async def test_best_of_n_without_a_pass_returns_its_best_but_the_fork_fails() ->
         )
     join = info.value.join
     assert [p.answer for p in join.results] == answers  # rejected values are kept
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("max_concurrency", [1, N])
+async def test_a_failing_rollout_is_skipped_by_both(max_concurrency: int) -> None:
+    """BestOfN catches a failed attempt and tries the next rollout; a failed branch
+    of a FIRST_ACCEPTED fork does not pass either, and the next one may win."""
+    answers = ["Paris", "Paris", "Lyon", "Paris"]
+
+    def script(content: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("rollout_id") == 0:
+            raise RuntimeError("provider outage on rollout 0")
+        return {"answer": answers[kwargs["rollout_id"]]}
+
+    by_hand_lm = ScriptedLM(script)
+    best = dspy.BestOfN(
+        module=dspy.Predict("question -> answer"),
+        N=N,
+        reward_fn=one_word_paris,
+        threshold=THRESHOLD,
+    )
+    with dspy.context(lm=by_hand_lm):
+        expected = best(question=CITY_QUESTION)
+    assert expected.answer == "Paris"
+    assert by_hand_lm.calls[-1][0] == 1  # rollout 1 passed
+
+    lm = ScriptedLM(script)
+    result = await best_graph().run(
+        Rollouts(lm), state=VoteState(question=CITY_QUESTION), max_concurrency=max_concurrency
+    )
+    winner, prediction = result.output
+    assert (winner, prediction.answer) == (1, expected.answer)
