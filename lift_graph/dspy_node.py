@@ -35,7 +35,10 @@ scheduler: declare ``retry`` on the node) and, in tests, ``cache=False``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -301,12 +304,30 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
 _MODULES: dict[tuple[Any, ...], Any] = {}
 
 
+#: Threads for programs with only a sync ``forward``. asyncio's default pool has
+#: min(32, cores + 4) threads, which would cap such nodes far below the run's
+#: concurrency limit; the engine's limits, not this pool, bound how many run.
+_FORWARD_THREADS = 256
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _forward_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_FORWARD_THREADS, thread_name_prefix="lift-graph-dspy"
+        )
+    return _executor
+
+
 async def _call(module: Any, inputs: dict[str, Any]) -> Any:
     if hasattr(module, "aforward") or not callable(module):
         return await module.acall(**inputs)
     # A module with only a sync `forward` (as DSPy's tutorials write them) runs on a
-    # thread; `to_thread` copies the context, so `dspy.context(lm=...)` holds there.
-    return await asyncio.to_thread(module, **inputs)
+    # thread, in a copy of this task's context so `dspy.context(lm=...)` holds there.
+    # A cancelled node stops waiting; the thread finishes its call in the background.
+    call = functools.partial(contextvars.copy_context().run, module, **inputs)
+    return await asyncio.get_running_loop().run_in_executor(_forward_pool(), call)
 
 
 def _record_usage(ctx: RunContext[Any], prediction: Any) -> None:

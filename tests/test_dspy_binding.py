@@ -443,3 +443,35 @@ def test_an_unhashable_configuration_builds_once_per_instance() -> None:
     assert node.module() is node.module()
     assert Tagged(tags=["a"]).module() is not node.module()
     assert node.module().signature.output_fields.keys() == {"answer"}
+
+
+@pytest.mark.asyncio
+async def test_forward_only_programs_run_as_many_at_once_as_the_run_allows() -> None:
+    # 12 forwards must be inside `forward` together to pass the barrier: asyncio's
+    # default pool (min(32, cores + 4) threads) would leave it broken.
+    import threading
+
+    barrier = threading.Barrier(12, timeout=20)
+
+    class Blocking(dspy.Module):  # type: ignore[misc]
+        def forward(self, question: str) -> Any:
+            barrier.wait()
+            return dspy.Prediction(answer=question.upper())
+
+    class Many(BaseModel):
+        answers: list[str] = []
+
+    @dataclass
+    class Ask(DSPyNode[Many]):
+        question: str
+        signature = "question -> answer"
+        outputs = {"answer": "answers"}
+        program = Blocking()
+
+    class Go(BaseNode[Many]):
+        async def run(self, ctx: RunContext[Many]) -> Fork[Many]:
+            return Fork([Ask(question=f"q{i}") for i in range(12)])
+
+    result = await Graph(nodes=[Go, Ask]).run(Go(), state=Many(), max_concurrency=12)
+    assert result.state.answers == [f"Q{i}" for i in range(12)]
+    assert not barrier.broken
