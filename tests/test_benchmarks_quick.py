@@ -218,7 +218,13 @@ def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
     _assert_finite(out)
     ideal = 2 * TINY.dspy_latency * 1000  # ms: 16 questions, 8 at a time
     rag = [r for r in out.rows if r.workload.startswith("dspy RAG")]
-    assert {r.engine for r in rag} == {LIFT, "dspy.Parallel", ASYNCIO}
+    assert {(r.workload.split(", ")[1], r.engine) for r in rag} == {
+        ("tutorial module", LIFT),
+        ("tutorial module", "dspy.Parallel"),
+        ("module with aforward", LIFT),
+        ("module with aforward", "dspy.Parallel"),
+        ("module with aforward", ASYNCIO),
+    }
     for row in rag:
         assert ideal * 0.95 <= fig(row) < ideal * 20, row
     best = [r for r in out.rows if r.workload.startswith("dspy BestOfN")]
