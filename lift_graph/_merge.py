@@ -14,10 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from ._canonical import canonical_hash
-from ._config import check_callable
 from ._state import MISSING, FieldChange, field_names, get_field, put_field, shallow_copy
 from ._text import short_repr
-from .blocks import Fork, MergeStrategy
+from .blocks import Fork, MergeStrategy, checked_vote_key
 from .errors import CanonicalizationError, ConfigurationError, MergeError
 from .reducers import Reducer
 
@@ -323,7 +322,7 @@ def merge_outcomes(
     """
     strategy = coerce_strategy(strategy)
     vote_fields = _check_vote_fields(base, vote_fields)
-    _check_vote_key(vote_key, strategy)
+    checked_vote_key("vote_key", vote_key, strategy)
     ok = [o for o in outcomes if o.succeeded]
     if strategy is MergeStrategy.ALL_SUCCESS:
         failed = [o.key for o in outcomes if not o.succeeded]
@@ -410,18 +409,6 @@ def merge_fork(
         vote_fields=fork.vote_on,
         vote_key=fork.vote_key,
     )
-
-
-def _check_vote_key(vote_key: Callable[[Any], Any] | None, strategy: MergeStrategy) -> None:
-    """:raises ConfigurationError: not callable, or given without MAJORITY."""
-    if vote_key is None:
-        return
-    check_callable("vote_key", vote_key)
-    if strategy is not MergeStrategy.MAJORITY:
-        raise ConfigurationError(
-            f"vote_key given with strategy {strategy}: vote_key normalizes the values of "
-            "a MAJORITY vote; use MergeStrategy.MAJORITY, or drop vote_key"
-        )
 
 
 def _vote_groups(

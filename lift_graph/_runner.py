@@ -186,6 +186,13 @@ def _refused(
         records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
 
 
+def cancel_requested() -> bool:
+    """Whether a ``CancelledError`` caught in this task was asked for (the task is
+    being cancelled), not raised by user code on its own."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 async def run_node(
     node: Any,
     branch: Branch,
@@ -261,9 +268,8 @@ async def run_node(
                     ) from None
             guard.check(name)
         except (Exception, asyncio.CancelledError) as raised:
-            task = asyncio.current_task()
             if isinstance(raised, asyncio.CancelledError):
-                if task is None or task.cancelling():
+                if cancel_requested():
                     raise  # a real cancellation of this run / branch: never swallowed
                 # Nobody cancelled us: the node raised CancelledError itself. Left to
                 # propagate it would look like a cancellation to the join, which then

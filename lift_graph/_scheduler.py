@@ -26,7 +26,7 @@ from ._joins import JoinTracker, Verdict, join_error, settle_above_winner
 from ._merge import apply_sequential, merge_fork
 from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
-from ._runner import NodeRecord, RunSettings, run_node
+from ._runner import NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
@@ -188,8 +188,7 @@ class Scheduler:
             if inspect.isawaitable(verdict):
                 verdict = await verdict
         except asyncio.CancelledError as raised:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
+            if cancel_requested():
                 raise  # the join (or the run) cancelled this branch
             # As for a node (see run_node): a CancelledError nobody asked for would
             # look like a cancellation to the join, which would wait forever.

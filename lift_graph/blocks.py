@@ -165,7 +165,7 @@ class Fork(Generic[StateT]):
         if isinstance(vote_on, str):
             vote_on = (vote_on,)  # one field name, not its letters
         self.vote_on = tuple(vote_on) if vote_on else None
-        self.vote_key = _checked_vote_key(vote_key, self.merge)
+        self.vote_key = checked_vote_key("Fork vote_key", vote_key, self.merge)
         self.accept = _checked_accept(accept, self.join, self.merge)
 
     def __len__(self) -> int:
@@ -189,13 +189,16 @@ class Fork(Generic[StateT]):
         )
 
 
-def _checked_vote_key(
-    vote_key: Callable[[Any], Any] | None, merge: MergeStrategy
+def checked_vote_key(
+    where: str, vote_key: Callable[[Any], Any] | None, merge: MergeStrategy
 ) -> Callable[[Any], Any] | None:
-    """:raises ConfigurationError: not callable, or given without a MAJORITY merge."""
+    """``vote_key`` if it fits ``merge`` (``Fork`` and ``merge_states`` both check).
+
+    :raises ConfigurationError: not callable, or given without a MAJORITY merge.
+    """
     if vote_key is None:
         return None
-    check_callable("Fork vote_key", vote_key)
+    check_callable(where, vote_key)
     if merge is not MergeStrategy.MAJORITY:
         raise ConfigurationError(
             f"vote_key given with merge={merge}: vote_key normalizes the values of a "

@@ -54,9 +54,9 @@ from ._dspy_binding import (
     signature_of,
 )
 from ._dspy_binding import signature_fields as signature_fields
+from ._state import MISSING
 from .errors import ConfigurationError, LMNotConfiguredError, StateValidationError
 from .node import (
-    MISSING_VALUE,
     BaseNode,
     DerivedFields,
     End,
@@ -207,7 +207,7 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
         reducers: Mapping[str, Reducer] | None = None
         for output, target, reduced in self.binding().targets:
             value = result_value(result, output)
-            if value is MISSING_VALUE:
+            if value is MISSING:
                 continue
             if reduced:
                 if reducers is None:
@@ -225,6 +225,7 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
     def _through(
         self, state: Any, output: str, target: str, value: Any, reducer: Reducer | None
     ) -> Any:
+        # Not _state.get_field: a model's extra not set yet is "no value", not an error.
         current = state.get(target) if isinstance(state, dict) else getattr(state, target, None)
         if reducer is None:
             return [*current, value] if isinstance(current, list) else value

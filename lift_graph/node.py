@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._config import check_count, check_number
+from ._state import MISSING
 from .errors import ConfigurationError, InvalidNodeError, MissingInputError
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class BaseNode(Generic[StateT]):
         """
         for name in sorted(self.writes or ()):
             value = result_value(result, name)
-            if value is not MISSING_VALUE:
+            if value is not MISSING:
                 write_output(state, name, value)
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
@@ -181,16 +182,12 @@ class BaseNode(Generic[StateT]):
         )
 
 
-#: ``result_value``'s answer when the result does not provide the name.
-MISSING_VALUE: Any = object()
-
-
 def result_value(result: Any, name: str) -> Any:
-    """``result[name]`` of a mapping, else attribute ``name``; ``MISSING_VALUE`` when
-    the result provides neither."""
+    """``result[name]`` of a mapping, else attribute ``name``; ``MISSING`` when the
+    result provides neither."""
     if isinstance(result, Mapping):
-        return result.get(name, MISSING_VALUE)
-    return getattr(result, name, MISSING_VALUE)
+        return result.get(name, MISSING)
+    return getattr(result, name, MISSING)
 
 
 def write_output(state: Any, name: str, value: Any) -> None:
