@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CanonicalizationError",
+    "CheckpointError",
     "ConfigurationError",
     "DeterminismError",
     "GraphDefinitionError",
@@ -71,6 +72,8 @@ __all__ = [
     "NodeTimeoutError",
     "ParallelError",
     "ParallelExecutionError",
+    "IncompatibleRunError",
+    "RunNotFoundError",
     "PipelineCycleError",
     "RunTimeoutError",
     "StateValidationError",
@@ -382,6 +385,40 @@ class CanonicalizationError(LiftGraphError, TypeError):
         super().__init__(message)
         self.type_name = type_name
         self.path = path
+
+
+class CheckpointError(LiftGraphError):
+    """What a store cannot write or load: a value with no JSON form, a corrupted,
+    edited or pickled row, a database that is not one.
+
+    ``execution_id``, ``node`` (class name), ``node_key`` and ``field`` say where,
+    when known. Nothing is half-loaded: the error is raised before any row of the
+    run is used.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        node: str | None = None,
+        node_key: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.node = node
+        self.node_key = node_key
+        self.field = field
+
+
+class RunNotFoundError(CheckpointError, LookupError):
+    """``Graph.resume`` was given an execution id the store has no run for."""
+
+
+class IncompatibleRunError(CheckpointError):
+    """A stored run cannot be resumed by this graph: a journaled node class is gone,
+    or the state model changed since the run was written."""
 
 
 class UnknownProviderWarning(UserWarning):

@@ -1,0 +1,266 @@
+"""Where durable runs live: the ``Store`` protocol, its rows, and ``MemoryStore``.
+
+A store keeps three kinds of rows, all plain JSON validated by pydantic when they
+are loaded (never pickle):
+
+- one ``GraphState`` per run (the run row: snapshot, status, result);
+- the run's journal, one ``JournalEntry`` per completed node, fork join, interrupt
+  or answer, written in its own transaction, first write wins;
+- node cache entries (``CacheEntry``), shared by every run given the store.
+
+The methods are synchronous on purpose: a journal commit on SQLite costs tens of
+microseconds, less than handing it to a thread, and being synchronous means no
+other task of the run can start between a node's return and its commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import CheckpointError
+
+__all__ = [
+    "CacheEntry",
+    "EntryKind",
+    "GraphState",
+    "JournalEntry",
+    "MemoryStore",
+    "RunStatus",
+    "Store",
+    "digest",
+    "now_iso",
+]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+RunStatus = Literal["running", "interrupted", "finished", "failed"]
+EntryKind = Literal["node", "join", "interrupt", "answer"]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class GraphState(BaseModel):
+    """The run row: the seed's checkpoint record, plus what resuming needs.
+
+    ``state_snapshot`` is the state as of ``updated_at`` (the input when the run
+    starts, the final state when it finishes); ``initial_snapshot`` is the input a
+    resume replays from; ``start`` the start node (``{"node": class, "data": ...}``);
+    ``result`` the stored outcome of a finished or interrupted run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    execution_id: str
+    state_snapshot: dict[str, Any]
+    state_type: str
+    provenance: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    user_id: str | None
+    created_at: str
+    updated_at: str
+    graph: str = "graph"
+    status: RunStatus = "running"
+    initial_snapshot: dict[str, Any] | None = None
+    start: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class JournalEntry(BaseModel):
+    """One journaled fact of a run, addressed by the node key (graph position).
+
+    ``kind`` is ``node`` (a completed node: its instance, return and writes),
+    ``join`` (a fork's decision and merged writes), ``interrupt`` (a node asked a
+    person; ``round`` counts the questions one node asked) or ``answer``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    execution_id: str
+    key: str
+    kind: EntryKind
+    node: str
+    data: dict[str, Any]
+    round: int = 0
+
+
+class CacheEntry(BaseModel):
+    """A node's recorded writes and return, found again by a canonical hash of its
+    inputs (see ``CachePolicy``). ``expires_at`` is a ``time.time()``; None: never."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    node: str
+    data: dict[str, Any]
+    created_at: float
+    expires_at: float | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a durable store provides; ``MemoryStore`` and ``SQLiteStore`` implement it.
+
+    Every method may raise ``CheckpointError``; loading methods raise it for a row
+    that fails validation (nothing of that run is returned half-loaded).
+    """
+
+    def create_run(self, run: GraphState) -> None:
+        """Insert a new run row. :raises CheckpointError: the id is taken."""
+
+    def load_run(self, execution_id: str) -> GraphState | None:
+        """The run row, or None when the store has no such run."""
+
+    def save_run(self, run: GraphState) -> None:
+        """Replace an existing run row (status, snapshot, result)."""
+
+    def append(self, entries: Sequence[JournalEntry], run: GraphState | None = None) -> None:
+        """Commit ``entries`` (and ``run``'s row, when given) in one transaction.
+
+        An entry whose ``(execution_id, kind, key, round)`` is already stored is
+        ignored: the first write wins.
+        """
+
+    def journal(self, execution_id: str) -> list[JournalEntry]:
+        """Every entry of the run, in commit order."""
+
+    def cache_get(self, key: str, *, now: float) -> CacheEntry | None:
+        """The entry for ``key`` unless absent or expired at ``now``."""
+
+    def cache_put(self, entry: CacheEntry) -> None:
+        """Store (or replace) a cache entry."""
+
+    def close(self) -> None:
+        """Release the store's resources; it may not be used afterwards."""
+
+
+def digest(*parts: str) -> str:
+    """The checksum stored beside a row, so an edited or corrupted row is refused."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class MemoryStore:
+    """A ``Store`` in this process's memory: for tests and runs that need resume
+    only while the process lives. Rows are kept as JSON text, so what a
+    ``MemoryStore`` accepts an ``SQLiteStore`` accepts too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, str] = {}
+        self._journal: dict[str, list[tuple[str, str, str, int, str]]] = {}
+        self._seen: set[tuple[str, str, str, int]] = set()
+        self._cache: dict[str, str] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(runs={len(self._runs)}, cache={len(self._cache)})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError("this MemoryStore was closed: create a new one")
+
+    def create_run(self, run: GraphState) -> None:
+        with self._lock:
+            self._check_open()
+            if run.execution_id in self._runs:
+                raise CheckpointError(
+                    f"a run with execution_id {run.execution_id!r} already exists in this "
+                    "store: resume it with graph.resume, or pass another execution_id",
+                    execution_id=run.execution_id,
+                )
+            self._runs[run.execution_id] = run.model_dump_json()
+
+    def load_run(self, execution_id: str) -> GraphState | None:
+        with self._lock:
+            self._check_open()
+            text = self._runs.get(execution_id)
+        if text is None:
+            return None
+        return _load_model(GraphState, text, execution_id, "run row")
+
+    def save_run(self, run: GraphState) -> None:
+        with self._lock:
+            self._check_open()
+            self._runs[run.execution_id] = run.model_dump_json()
+
+    def append(self, entries: Sequence[JournalEntry], run: GraphState | None = None) -> None:
+        # Serialize first: a value that cannot be written leaves the store untouched.
+        rows = [(e.key, e.kind, e.node, e.round, _dumps(e.data)) for e in entries]
+        run_text = run.model_dump_json() if run is not None else None
+        with self._lock:
+            self._check_open()
+            for entry, row in zip(entries, rows, strict=True):
+                ident = (entry.execution_id, entry.kind, entry.key, entry.round)
+                if ident in self._seen:
+                    continue
+                self._seen.add(ident)
+                self._journal.setdefault(entry.execution_id, []).append(row)
+            if run is not None and run_text is not None:
+                self._runs[run.execution_id] = run_text
+
+    def journal(self, execution_id: str) -> list[JournalEntry]:
+        with self._lock:
+            self._check_open()
+            rows = list(self._journal.get(execution_id, ()))
+        out = []
+        for key, kind, node, rnd, text in rows:
+            try:
+                data = json.loads(text)
+                out.append(
+                    JournalEntry(
+                        execution_id=execution_id, key=key, kind=kind, node=node, data=data, round=rnd
+                    )
+                )
+            except (ValueError, ValidationError) as exc:
+                raise CheckpointError(
+                    f"journal row {key!r} of run {execution_id!r} is not valid: {exc}",
+                    execution_id=execution_id,
+                    node_key=key,
+                ) from exc
+        return out
+
+    def cache_get(self, key: str, *, now: float) -> CacheEntry | None:
+        with self._lock:
+            self._check_open()
+            text = self._cache.get(key)
+        if text is None:
+            return None
+        entry = _load_model(CacheEntry, text, None, f"cache entry {key!r}")
+        if entry.expires_at is not None and entry.expires_at <= now:
+            return None
+        return entry
+
+    def cache_put(self, entry: CacheEntry) -> None:
+        text = entry.model_dump_json()
+        with self._lock:
+            self._check_open()
+            self._cache[entry.key] = text
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _load_model(model: type[_M], text: str, execution_id: str | None, what: str) -> _M:
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"the stored {what} is not valid and was not loaded: {exc}",
+            execution_id=execution_id,
+        ) from exc
