@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._declared_reducers import reducers_for
-from ._joins import JoinTracker, Verdict, join_error, settle_above_winner
+from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_winner
 from ._merge import apply_sequential, merge_fork
 from ._plan import declared_io, plan_pipeline
 from ._routing import mark_failed, member_value, route
@@ -30,16 +30,25 @@ from ._runner import NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
-from .errors import GraphDefinitionError, MergeError, NodeExecutionError
-from .node import End
+from .errors import GraphDefinitionError, MergeError, NodeExecutionError, ReplayedError
+from .node import End, Interrupt
 from .reducers import Reducer
 
-__all__ = ["Scheduler"]
+__all__ = ["Paused", "Scheduler"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
 #: Branches a fork creates before yielding once to the event loop.
 _LAUNCH_BATCH = 32
+
+
+class Paused(Exception):
+    """A path stopped at a node that returned ``Interrupt``: it waits for a person.
+
+    It travels up like an error, but a fork or pipeline lets its other branches
+    finish first, then pauses too; ``Graph.run`` turns it into
+    ``RunResult.interrupts``.
+    """
 
 
 async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
@@ -88,6 +97,15 @@ class Scheduler:
         self.deterministic = True
         #: (source class, target class, kind) transitions seen, for diagrams.
         self.edges: set[tuple[str, str, str]] = set()
+        #: Nodes that returned ``Interrupt`` in this run: node key -> value.
+        self.interrupts: dict[str, Any] = {}
+        self.durable = settings.durable
+
+    def _pause(self, key: str, node: Any, value: Any) -> Paused:
+        self.interrupts[key] = value
+        if self.durable is not None:
+            self.durable.interrupted(key, node, value)
+        return Paused(key)
 
     # -- paths ------------------------------------------------------------------
     async def run_path(
@@ -135,6 +153,8 @@ class Scheduler:
                 if emit is not None:
                     emit("node_failed", {"record": _last_record(records)})
                 raise
+            if type(out) is Interrupt:
+                raise self._pause(key, node, out.value)
             provenance.append(record.provenance())
             join = None
             try:
@@ -142,6 +162,8 @@ class Scheduler:
             except (NodeExecutionError, GraphDefinitionError) as exc:
                 self._returned_badly(exc, key, record.attempts)
                 raise
+            if self.durable is not None:
+                self.durable.node_done(key, node, out, branch.state, record)
             if emit is not None:
                 emit("node_finished", {"record": record})
             step += 1
@@ -227,13 +249,21 @@ class Scheduler:
         prov_entries: list[dict[str, Any]] = []
         launched = 0
         timed_out = False
+        # A join the journal recorded is decided as recorded: only the branches that
+        # succeeded run (from the journal), so a race is not run again.
+        forced = self.durable.forced_join(key) if self.durable is not None else None
+        expected = n if forced is None else forced["statuses"].count("succeeded")
+        settled = 0
+        paused = False
         if self.emit is not None:
             self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
 
         def on_done(
             i: int, child: Branch, prov: list[dict[str, Any]], task: asyncio.Task[Any]
         ) -> None:
+            nonlocal settled, paused
             tasks.discard(task)
+            settled += 1
             for entry in prov:
                 prov_index.append(i)
                 prov_entries.append(entry)
@@ -245,7 +275,11 @@ class Scheduler:
                 statuses[i] = BranchStatus.CANCELLED
                 return
             exc = task.exception()
-            if exc is None:
+            decision: Decision | None
+            if isinstance(exc, Paused):
+                paused = True
+                decision = None
+            elif exc is None:
                 statuses[i] = BranchStatus.SUCCEEDED
                 passed = True
                 if accept is None:
@@ -261,14 +295,27 @@ class Scheduler:
                 statuses[i] = BranchStatus.FAILED
                 errors[i] = exc
                 decision = tracker.record(i, False)
-            if decision.verdict is not Verdict.WAIT and not decided.done():
+            if forced is not None:
+                decision = _forced_decision(forced) if settled == expected else None
+            if decided.done():
+                return
+            if decision is not None and decision.verdict is not Verdict.WAIT:
                 decided.set_result(decision)
+            elif paused and settled == expected:
+                decided.set_result(_PAUSE)  # the rest finished; the paused ones wait
 
         decision = tracker.start()
+        if forced is not None:
+            decision = _forced_decision(forced)
+            timed_out = _force_statuses(forced, statuses, errors, accepted)
+            if expected:
+                decision = _WAIT
         try:
             if decision.verdict is Verdict.WAIT:
                 base = branch.state
                 for i, (bkey, node) in enumerate(zip(keys, fork.branches, strict=True)):
+                    if statuses[i] is not None:
+                        continue  # forced by the journal: not run again
                     child = Branch.fork(base)
                     prov: list[dict[str, Any]] = []
                     launched = i + 1
@@ -319,12 +366,16 @@ class Scheduler:
             if any(not t.done() for t in tasks):
                 await _cancel_and_wait(tasks)
 
+        if decision is _PAUSE:
+            raise Paused(key)
         final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
         ordered = fork.join is JoinStrategy.FIRST_ACCEPTED
         if ordered and decision.winner is not None:
             settle_above_winner(decision.winner, final_status, values, errors, accepted)
         # ALL and FIRST_ACCEPTED do not depend on which branch finished first.
         deterministic = (fork.join is JoinStrategy.ALL or ordered) and not timed_out
+        if forced is not None:
+            deterministic = forced["deterministic"]
         if not deterministic:
             self.deterministic = False
         join: JoinResult[Any] = JoinResult(
@@ -361,6 +412,8 @@ class Scheduler:
             for j in sorted(range(len(prov_index)), key=prov_index.__getitem__):
                 if prov_index[j] in used_set:
                     provenance.append(prov_entries[j])
+        if self.durable is not None and forced is None:
+            self.durable.join_done(key, _join_entry(join, decision, errors))
         self._emit_join(key, join)
         return join
 
@@ -383,12 +436,16 @@ class Scheduler:
             if self.emit is not None:
                 self.emit("node_failed", {"record": _last_record(self.records)})
             raise
+        if type(out) is Interrupt:
+            raise self._pause(key, node, out.value)
         prov.append(record.provenance())
         try:
             value = member_value(node, out)
         except NodeExecutionError as exc:
             self._returned_badly(exc, key, record.attempts)
             raise
+        if self.durable is not None:
+            self.durable.node_done(key, node, out, child.state, record)
         if self.emit is not None:
             self.emit("node_finished", {"record": record})
         return value
@@ -411,6 +468,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         finished = 0
+        paused = 0
 
         def start(i: int) -> None:
             anc = plan.ancestors[i]
@@ -425,11 +483,16 @@ class Scheduler:
             tasks.append(task)
 
         def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
-            nonlocal finished
+            nonlocal finished, paused
             if task.cancelled():
                 statuses[i] = BranchStatus.CANCELLED
                 return
             exc = task.exception()
+            if isinstance(exc, Paused):
+                paused += 1
+                if finished + paused == len(tasks) and not done.done():
+                    done.set_exception(exc)  # nothing else can start: pause the block
+                return
             if exc is not None:
                 statuses[i] = BranchStatus.FAILED
                 errors[i] = exc
@@ -453,6 +516,8 @@ class Scheduler:
                 return
             if finished == n:
                 done.set_result(True)
+            elif paused and finished + paused == len(tasks):
+                done.set_exception(Paused(key))
 
         ok = True
         try:
@@ -487,3 +552,47 @@ def _last_record(records: list[tuple[Any, ...]]) -> NodeRecord | None:
 def _dec(counts: list[int], j: int) -> int:
     counts[j] -= 1
     return counts[j]
+
+
+_WAIT = Decision(Verdict.WAIT)
+#: A fork whose unfinished branches all wait for a person.
+_PAUSE = Decision(Verdict.WAIT)
+
+
+def _forced_decision(forced: Mapping[str, Any]) -> Decision:
+    return Decision(Verdict.SUCCEED, winner=forced["winner"])
+
+
+def _force_statuses(
+    forced: Mapping[str, Any],
+    statuses: list[BranchStatus | None],
+    errors: dict[int, BaseException],
+    accepted: list[bool | None],
+) -> bool:
+    """Give the branches that will not run again their journaled outcome; returns
+    whether the fork had timed out."""
+    for i, status in enumerate(forced["statuses"]):
+        accepted[i] = forced["accepted"][i]
+        if status == "failed":
+            statuses[i] = BranchStatus.FAILED
+            type_name, message = forced["errors"][str(i)]
+            errors[i] = ReplayedError(type_name, message)
+        elif status == "cancelled":
+            statuses[i] = BranchStatus.CANCELLED
+    return bool(forced["timed_out"])
+
+
+def _join_entry(
+    join: JoinResult[Any], decision: Decision, errors: Mapping[int, BaseException]
+) -> dict[str, Any]:
+    """What the journal keeps of a join: enough to decide it again the same way."""
+    return {
+        "statuses": [s.value for s in join.statuses],
+        "errors": {str(i): [type(e).__name__, str(e)] for i, e in errors.items()},
+        "winner": decision.winner,
+        "timed_out": join.timed_out,
+        "accepted": list(join.accepted)
+        if join.accepted is not None
+        else [None] * len(join.statuses),
+        "deterministic": join.deterministic,
+    }

@@ -19,7 +19,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,7 +45,7 @@ EntryKind = Literal["node", "join", "interrupt", "answer"]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class GraphState(BaseModel):
@@ -54,7 +54,8 @@ class GraphState(BaseModel):
     ``state_snapshot`` is the state as of ``updated_at`` (the input when the run
     starts, the final state when it finishes); ``initial_snapshot`` is the input a
     resume replays from; ``start`` the start node (``{"node": class, "data": ...}``);
-    ``result`` the stored outcome of a finished or interrupted run.
+    ``result`` the stored outcome of a finished or interrupted run;
+    ``state_schema`` what must not change before a resume (the state model's schema).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -69,6 +70,7 @@ class GraphState(BaseModel):
     updated_at: str
     graph: str = "graph"
     status: RunStatus = "running"
+    state_schema: str | None = None
     initial_snapshot: dict[str, Any] | None = None
     start: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
@@ -224,7 +226,12 @@ class MemoryStore:
                 data = json.loads(text)
                 out.append(
                     JournalEntry(
-                        execution_id=execution_id, key=key, kind=kind, node=node, data=data, round=rnd
+                        execution_id=execution_id,
+                        key=key,
+                        kind=kind,
+                        node=node,
+                        data=data,
+                        round=rnd,
                     )
                 )
             except (ValueError, ValidationError) as exc:
