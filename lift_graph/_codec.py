@@ -241,6 +241,8 @@ class Codec:
 
     # -- returns ----------------------------------------------------------------
     def dump_return(self, node: Any, out: Any, where: str) -> dict[str, Any]:
+        if isinstance(out, (list, tuple)):
+            out = Fork(list(out))  # as routing turns it into one
         if out is None:
             return {"t": "none"}
         if isinstance(out, End):
@@ -275,11 +277,19 @@ class Codec:
         raise CheckpointError(f"unknown return kind {t!r} in the journal")
 
     def dump_end(self, cls: type, value: Any, where: str) -> Any:
+        # A node class may give its End values their own JSON form (DSPyNode does,
+        # for dspy.Prediction).
+        custom = getattr(cls, "end_to_json", None)
+        if callable(custom):
+            return custom(value)
         return _dump(
             value, self._end_type(cls), lambda: f"End value of node {cls.__name__} ({where})"
         )
 
     def load_end(self, cls: type, data: Any) -> Any:
+        custom = getattr(cls, "end_from_json", None)
+        if callable(custom):
+            return custom(data)
         return _load(data, self._end_type(cls), lambda: f"End value of node {cls.__name__}")
 
     def _end_type(self, cls: type) -> Any:
