@@ -205,7 +205,8 @@ class SQLiteStore:
             conn.execute(_COMMIT)
         except BaseException:
             if conn.in_transaction:
-                conn.execute(_ROLLBACK)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(_ROLLBACK)
             raise
 
     def _schema_is_current(self, conn: sqlite3.Connection) -> bool:
@@ -271,6 +272,11 @@ class SQLiteStore:
             )
         elif name.startswith(("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_PERM")):
             message = f"cannot write the store at {self._path} ({exc}): nothing was written"
+        elif name.startswith("SQLITE_CONSTRAINT"):  # a trigger or a changed schema
+            message = (
+                f"the store at {self._path} refused the write ({exc}): nothing was written; "
+                "its tables were changed after lift_graph created them"
+            )
         else:
             message = (
                 f"the file at {self._path} is not a readable lift_graph store ({exc}): "
@@ -426,6 +432,7 @@ class SQLiteStore:
         """
         rows = []
         run_row = None
+        eid = run.execution_id if run is not None else None  # for errors
         try:
             for e in entries:
                 data = _entry_json(e)
@@ -435,7 +442,7 @@ class SQLiteStore:
                 body = _run_json(run)
                 run_row = (run.execution_id, body, _run_checksum(run.execution_id, body))
         except UnicodeEncodeError as exc:
-            raise _not_utf8(exc, run.execution_id if run is not None else None) from exc
+            raise _not_utf8(exc, eid) from exc
         if not rows and run_row is None:
             self._connection()
             return
@@ -448,7 +455,7 @@ class SQLiteStore:
             if run_row is not None:
                 conn.execute(_UPSERT_RUN, run_row)
 
-        self._write(work, rows[0][0] if rows else run_row[0] if run_row else None)
+        self._write(work, eid if eid is not None else rows[0][0])
 
     def journal(self, execution_id: str) -> list[JournalEntry]:
         """Every entry of the run, in commit order; all checked before any is returned."""

@@ -152,7 +152,7 @@ def digest(*parts: str) -> str:
     the joined text once is the same digest as hashing the parts one by one, and it
     is computed for every journal row, on the event loop thread.
     """
-    text = "\x00".join(parts) + "\x00"
+    text = "\x00".join((*parts, ""))  # each part followed by a NUL
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
