@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio
 def _stores(tmp_path: Path) -> Iterator[Store]:
     yield MemoryStore()
     try:
-        from lift_graph import SQLiteStore  # type: ignore[attr-defined]
+        from lift_graph import SQLiteStore
     except ImportError:
         return
     yield SQLiteStore(tmp_path / "runs.db")
