@@ -141,7 +141,7 @@ class Durable:
     def codec_plain(self, value: Any, key: str) -> Any:
         from ._codec import _dump
 
-        return _dump(value, None, lambda: f"the value at interrupt {key}")
+        return _dump(value, None, f"the value at interrupt {key}")
 
     # -- the runner's seam ------------------------------------------------------
     def before(self, node: Any, key: str, branch: Any, ctx: Any) -> Replay | _Pending | None:

@@ -282,11 +282,11 @@ async def test_unserializable_values_are_refused_naming_node_and_field(store: St
     with pytest.raises(CheckpointError, match="client") as info:
         await loose.run(HoldsObject(client=Opaque()), state=LooseState(), store=store)
     assert "HoldsObject" in str(info.value)
-    with pytest.raises(CheckpointError, match="'thing'.*WritesObject"):
+    with pytest.raises(CheckpointError, match=r"'thing'.*WritesObject"):
         await loose.run(WritesObject(), state=LooseState(), store=store)
-    with pytest.raises(CheckpointError, match="End value of node EndsUntyped.*annotate"):
+    with pytest.raises(CheckpointError, match=r"End value of node EndsUntyped.*annotate"):
         await loose.run(EndsUntyped(), state=LooseState(), store=store)
-    with pytest.raises(CheckpointError, match="accept.*module level"):
+    with pytest.raises(CheckpointError, match=r"accept.*module level"):
         await loose.run(LambdaFork(), state=LooseState(), store=store)
     named = await loose.run(LambdaFork(named=True), state=LooseState(), store=store)
     assert named.output == ["ok"]

@@ -72,7 +72,9 @@ class Publish(BaseNode[State]):
     async def run(self, ctx: RunContext[State]) -> End[str]:
         RAN[ctx.node_key] += 1
         assert ctx.join is not None
-        ctx.state.final = " | ".join(f"{k}={v}" for k, v in zip(ctx.join.keys, ctx.join.results))
+        ctx.state.final = " | ".join(
+            f"{k}={v}" for k, v in zip(ctx.join.keys, ctx.join.results, strict=True)
+        )
         return End(ctx.state.final)
 
 
