@@ -125,6 +125,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_PLANS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _node_plan(cls: type) -> tuple[tuple[str, Any], ...]:
+    """A dataclass node's ``(field, annotation)`` pairs, resolved once per class."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - unresolvable: dump values untyped
+            hints = {}
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        plan = tuple((f.name, hints.get(f.name)) for f in fields if f.init)
+        if len(_PLANS) > 4096:  # classes made in a loop: do not keep them all alive
+            _PLANS.clear()
+        _PLANS[cls] = plan
+    return plan
+
+
 def end_type(cls: type) -> Any:
     """``T`` of ``End[T]`` in ``cls.run``'s return annotation; None when not declared."""
     run = getattr(cls, "run", None)
@@ -184,17 +203,14 @@ class Codec:
         data: dict[str, Any] = {}
         fields: tuple[str, ...] = ()
         if dataclasses.is_dataclass(node):
-            fields = tuple(f.name for f in dataclasses.fields(node) if f.init)
-            try:
-                hints = typing.get_type_hints(cls)
-            except Exception:  # noqa: BLE001 - unresolvable: dump values untyped
-                hints = {}
-            for f in fields:
-                data[f] = _dump(
-                    getattr(node, f),
-                    hints.get(f),
-                    f"field {f!r} of node {name} ({where})",
-                )
+            plan = _node_plan(cls)
+            fields = tuple(f for f, _ in plan)
+            for f, tp in plan:
+                value = getattr(node, f)
+                if type(value) in _PLAIN_ATOMS and type(value) is not float:
+                    data[f] = value  # the JSON form of str / int / bool / None is itself
+                else:
+                    data[f] = _dump(value, tp, f"field {f!r} of node {name} ({where})")
         elif isinstance(node, BaseModel):
             fields = tuple(type(node).model_fields)
             data = node.model_dump(mode="json")

@@ -27,6 +27,8 @@ from .store import CacheEntry, JournalEntry, Store
 __all__ = ["Durable", "Replay"]
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+#: Shorter strings are not checked: no key or token is this short.
+_MIN_SECRET = 8
 _SECRET_SHAPE = re.compile(
     r"sk-[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}"
 )
@@ -51,22 +53,32 @@ class _Pending:
     before: dict[str, Any]
 
 
-def _secret_values() -> frozenset[str]:
-    return frozenset(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8)
+def _secret_pattern() -> re.Pattern[str]:
+    """One pattern for key shapes and this process's secret environment values
+    (read per run, so a key set later is still caught)."""
+    values = sorted(
+        (v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET),
+        key=len,
+        reverse=True,
+    )
+    alternatives = [_SECRET_SHAPE.pattern, *map(re.escape, values)]
+    return re.compile("|".join(alternatives))
 
 
-def _find_secret(data: Any, secrets: frozenset[str]) -> str | None:
-    """The first string in ``data`` holding an environment secret or a key's shape."""
+def _find_secret(data: Any, pattern: re.Pattern[str]) -> str | None:
+    """The first string in ``data`` that holds a secret."""
+    search = pattern.search
     stack = [data]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
-            if _SECRET_SHAPE.search(item) or any(s in item for s in secrets):
-                return item
-        elif isinstance(item, dict):
+        cls = type(item)
+        if cls is str:
+            if len(item) >= _MIN_SECRET and search(item):
+                return item  # type: ignore[no-any-return]
+        elif cls is dict:
             stack.extend(item.values())
-            stack.extend(k for k in item if isinstance(k, str))
-        elif isinstance(item, list):
+            stack.extend(k for k in item if len(k) >= _MIN_SECRET)
+        elif cls is list:
             stack.extend(item)
     return None
 
@@ -92,7 +104,7 @@ class Durable:
         self.finished = finished
         self.hits = 0
         self.misses = 0
-        self._secrets = _secret_values()
+        self._secrets = _secret_pattern()
         self._nodes: dict[str, JournalEntry] = {}
         self._joins: dict[str, JournalEntry] = {}
         self._asked: dict[str, JournalEntry] = {}  # latest interrupt per key
