@@ -136,7 +136,7 @@ def _node_plan(cls: type) -> tuple[tuple[str, Any], ...]:
             hints = typing.get_type_hints(cls)
         except Exception:  # noqa: BLE001 - unresolvable: dump values untyped
             hints = {}
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)
         plan = tuple((f.name, hints.get(f.name)) for f in fields if f.init)
         if len(_PLANS) > 4096:  # classes made in a loop: do not keep them all alive
             _PLANS.clear()
