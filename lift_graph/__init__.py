@@ -11,14 +11,17 @@ from .blocks import JoinResult as JoinResult
 from .blocks import JoinStrategy as JoinStrategy
 from .blocks import MergeStrategy as MergeStrategy
 from .blocks import Pipeline as Pipeline
+from .cache import CachePolicy as CachePolicy
 from .determinism import DeterminismReport as DeterminismReport
 from .determinism import check_determinism as check_determinism
 from .determinism import check_determinism_sync as check_determinism_sync
 from .dspy_node import DSPyNode as DSPyNode
 from .errors import CanonicalizationError as CanonicalizationError
+from .errors import CheckpointError as CheckpointError
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DeterminismError as DeterminismError
 from .errors import GraphDefinitionError as GraphDefinitionError
+from .errors import IncompatibleRunError as IncompatibleRunError
 from .errors import InvalidNodeError as InvalidNodeError
 from .errors import InvalidReturnError as InvalidReturnError
 from .errors import InvalidStateError as InvalidStateError
@@ -33,6 +36,8 @@ from .errors import NodeTimeoutError as NodeTimeoutError
 from .errors import ParallelError as ParallelError
 from .errors import ParallelExecutionError as ParallelExecutionError
 from .errors import PipelineCycleError as PipelineCycleError
+from .errors import ReplayedError as ReplayedError
+from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
 from .errors import StateValidationError as StateValidationError
 from .errors import StepLimitError as StepLimitError
@@ -59,6 +64,7 @@ from .limits import MonotonicClock as MonotonicClock
 from .limits import ProviderLimit as ProviderLimit
 from .node import BaseNode as BaseNode
 from .node import End as End
+from .node import Interrupt as Interrupt
 from .node import Node as Node
 from .node import NodeResult as NodeResult
 from .node import Retry as Retry
@@ -76,7 +82,22 @@ from .reducers import union as union
 
 __version__ = "0.1.0"
 
+from .sqlite_store import SQLiteStore as SQLiteStore
+from .store import GraphState as GraphState
+from .store import MemoryStore as MemoryStore
+from .store import Store as Store
+
 __all__ = [
+    "SQLiteStore",
+    "Store",
+    "MemoryStore",
+    "GraphState",
+    "Interrupt",
+    "RunNotFoundError",
+    "ReplayedError",
+    "IncompatibleRunError",
+    "CheckpointError",
+    "CachePolicy",
     "AgentNode",
     "BaseNode",
     "BranchStatus",

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
+from ._durable import Replay
 from ._plan import state_type_of
 from ._state import (
     Branch,
@@ -88,6 +89,8 @@ class RunSettings:
     run_slots: _Slots | None = None
     strict: bool = False
     rng: random.Random = field(default_factory=random.Random)
+    #: The run's journal and cache (``_durable.Durable``), when it has either.
+    durable: Any = None
 
 
 def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
@@ -230,6 +233,18 @@ async def run_node(
         join=join,
         node_key=key,
     )
+    pending = None
+    if settings.durable is not None:
+        early = settings.durable.before(node, key, branch, ctx)
+        if isinstance(early, Replay):
+            # Journaled, re-asked or cached: `run` is not called, no slot is taken.
+            record = NodeRecord(
+                key, name, time.perf_counter(), early.ms, early.attempts, provider=provider
+            )
+            if records is not None:
+                records.append(tuple(record))
+            return early.out, ctx, record
+        pending = early
     snapshot = _retry_snapshot(branch, writes) if retry is not None else None
     # execution_time_ms counts time inside `run` only: not slot waits, not backoff.
     started: float | None = None
@@ -326,6 +341,8 @@ async def run_node(
                 for fname, value in snapshot.items():
                     set_field(branch.state, fname, copy_value(value))
         else:
+            if pending is not None:
+                settings.durable.after(pending, node, key, out, branch)
             record = NodeRecord(
                 key,
                 name,

@@ -22,19 +22,22 @@ from types import MappingProxyType
 from typing import Any
 
 from ._declared_reducers import reducers_for
-from ._joins import JoinTracker, Verdict, join_error, settle_above_winner
-from ._merge import apply_sequential, merge_fork
-from ._plan import declared_io, plan_pipeline
-from ._routing import mark_failed, member_value, route
+from ._join_journal import PAUSE, WAIT, force_statuses, forced_decision, join_entry
+from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_winner
+from ._merge import merge_fork
+from ._pipelines import PipelineBlocks
+from ._routing import mark_failed, route
 from ._runner import NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
+from ._tasks import Paused, cancel_and_wait, last_record
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
 from .errors import GraphDefinitionError, MergeError, NodeExecutionError
-from .node import End
+from .node import End, Interrupt
 from .reducers import Reducer
 
-__all__ = ["Scheduler"]
+__all__ = ["Paused", "Scheduler"]
+
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -42,29 +45,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 _LAUNCH_BATCH = 32
 
 
-async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until every one has finished.
-
-    If we are cancelled ourselves while waiting (run cancelled during a join's
-    clean-up), keep waiting, then re-raise: no child may outlive its fork.
-    """
-    pending = [t for t in tasks if not t.done()]
-    for t in pending:
-        t.cancel()
-    cancelled = False
-    while pending:
-        try:
-            await asyncio.wait(pending)
-        except asyncio.CancelledError:
-            cancelled = True
-            for t in pending:
-                t.cancel()
-        pending = [t for t in pending if not t.done()]
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-class Scheduler:
+class Scheduler(PipelineBlocks):
     """Runs one graph run's paths; owns its records and determinism flag."""
 
     #: Reducers for a plain ``dict`` state, from the TypedDict the graph's nodes
@@ -88,6 +69,15 @@ class Scheduler:
         self.deterministic = True
         #: (source class, target class, kind) transitions seen, for diagrams.
         self.edges: set[tuple[str, str, str]] = set()
+        #: Nodes that returned ``Interrupt`` in this run: node key -> value.
+        self.interrupts: dict[str, Any] = {}
+        self.durable = settings.durable
+
+    def _pause(self, key: str, node: Any, value: Any) -> Paused:
+        self.interrupts[key] = value
+        if self.durable is not None:
+            self.durable.interrupted(key, node, value)
+        return Paused(key)
 
     # -- paths ------------------------------------------------------------------
     async def run_path(
@@ -133,8 +123,10 @@ class Scheduler:
                 raise
             except Exception:
                 if emit is not None:
-                    emit("node_failed", {"record": _last_record(records)})
+                    emit("node_failed", {"record": last_record(records)})
                 raise
+            if type(out) is Interrupt:
+                raise self._pause(key, node, out.value)
             provenance.append(record.provenance())
             join = None
             try:
@@ -142,6 +134,8 @@ class Scheduler:
             except (NodeExecutionError, GraphDefinitionError) as exc:
                 self._returned_badly(exc, key, record.attempts)
                 raise
+            if self.durable is not None:
+                self.durable.node_done(key, node, out, branch.state, record)
             if emit is not None:
                 emit("node_finished", {"record": record})
             step += 1
@@ -227,13 +221,21 @@ class Scheduler:
         prov_entries: list[dict[str, Any]] = []
         launched = 0
         timed_out = False
+        # A join the journal recorded is decided as recorded: only the branches that
+        # succeeded run (from the journal), so a race is not run again.
+        forced = self.durable.forced_join(key) if self.durable is not None else None
+        expected = n if forced is None else forced["statuses"].count("succeeded")
+        settled = 0
+        paused = False
         if self.emit is not None:
             self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
 
         def on_done(
             i: int, child: Branch, prov: list[dict[str, Any]], task: asyncio.Task[Any]
         ) -> None:
+            nonlocal settled, paused
             tasks.discard(task)
+            settled += 1
             for entry in prov:
                 prov_index.append(i)
                 prov_entries.append(entry)
@@ -245,7 +247,11 @@ class Scheduler:
                 statuses[i] = BranchStatus.CANCELLED
                 return
             exc = task.exception()
-            if exc is None:
+            decision: Decision | None
+            if isinstance(exc, Paused):
+                paused = True
+                decision = None
+            elif exc is None:
                 statuses[i] = BranchStatus.SUCCEEDED
                 passed = True
                 if accept is None:
@@ -261,14 +267,27 @@ class Scheduler:
                 statuses[i] = BranchStatus.FAILED
                 errors[i] = exc
                 decision = tracker.record(i, False)
-            if decision.verdict is not Verdict.WAIT and not decided.done():
+            if forced is not None:
+                decision = forced_decision(forced) if settled == expected else None
+            if decided.done():
+                return
+            if decision is not None and decision.verdict is not Verdict.WAIT:
                 decided.set_result(decision)
+            elif paused and settled == expected:
+                decided.set_result(PAUSE)  # the rest finished; the paused ones wait
 
         decision = tracker.start()
+        if forced is not None:
+            decision = forced_decision(forced)
+            timed_out = force_statuses(forced, statuses, errors, accepted)
+            if expected:
+                decision = WAIT
         try:
             if decision.verdict is Verdict.WAIT:
                 base = branch.state
                 for i, (bkey, node) in enumerate(zip(keys, fork.branches, strict=True)):
+                    if statuses[i] is not None:
+                        continue  # forced by the journal: not run again
                     child = Branch.fork(base)
                     prov: list[dict[str, Any]] = []
                     launched = i + 1
@@ -310,21 +329,25 @@ class Scheduler:
                                 )
                         decision = tracker.timed_out()
                 if decision.cancel_rest:
-                    await _cancel_and_wait(tasks)
+                    await cancel_and_wait(tasks)
                 else:
                     pending = [t for t in tasks if not t.done()]
                     if pending:
                         await asyncio.wait(pending)
         finally:
             if any(not t.done() for t in tasks):
-                await _cancel_and_wait(tasks)
+                await cancel_and_wait(tasks)
 
+        if decision is PAUSE:
+            raise Paused(key)
         final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
         ordered = fork.join is JoinStrategy.FIRST_ACCEPTED
         if ordered and decision.winner is not None:
             settle_above_winner(decision.winner, final_status, values, errors, accepted)
         # ALL and FIRST_ACCEPTED do not depend on which branch finished first.
         deterministic = (fork.join is JoinStrategy.ALL or ordered) and not timed_out
+        if forced is not None:
+            deterministic = forced["deterministic"]
         if not deterministic:
             self.deterministic = False
         join: JoinResult[Any] = JoinResult(
@@ -361,129 +384,11 @@ class Scheduler:
             for j in sorted(range(len(prov_index)), key=prov_index.__getitem__):
                 if prov_index[j] in used_set:
                     provenance.append(prov_entries[j])
+        if self.durable is not None and forced is None:
+            self.durable.join_done(key, join_entry(join, decision, errors))
         self._emit_join(key, join)
         return join
 
     def _emit_join(self, key: str, join: JoinResult[Any]) -> None:
         if self.emit is not None:
             self.emit("join_finished", {"key": key, "join": join})
-
-    # -- pipelines --------------------------------------------------------------
-    async def _member(self, node: Any, child: Branch, key: str, prov: list[Any]) -> Any:
-        """Run pipeline member ``node`` (a path of one node); returns its End value."""
-        began = time.perf_counter()
-        try:
-            out, _, record = await run_node(
-                node, child, key, self.settings, provenance=prov, records=self.records
-            )
-        except asyncio.CancelledError:
-            self.records.append(cancelled_record(node, key, began))
-            raise
-        except Exception:
-            if self.emit is not None:
-                self.emit("node_failed", {"record": _last_record(self.records)})
-            raise
-        prov.append(record.provenance())
-        try:
-            value = member_value(node, out)
-        except NodeExecutionError as exc:
-            self._returned_badly(exc, key, record.attempts)
-            raise
-        if self.emit is not None:
-            self.emit("node_finished", {"record": record})
-        return value
-
-    async def _pipeline(
-        self, pipe: Pipeline[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
-    ) -> JoinResult[Any]:
-        nodes = pipe.nodes
-        n = len(nodes)
-        base = branch.state
-        reducers = reducers_for(base, self.dict_reducers)
-        plan = plan_pipeline(tuple(map(declared_io, nodes)), frozenset(reducers))
-        statuses: list[BranchStatus | None] = [None] * n
-        values: list[Any] = [None] * n
-        changes: list[Any] = [None] * n
-        errors: dict[int, BaseException] = {}
-        waiting = [len(d) for d in plan.deps]
-        provs: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        tasks: list[asyncio.Task[Any]] = []
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        finished = 0
-
-        def start(i: int) -> None:
-            anc = plan.ancestors[i]
-            view = base
-            if anc:
-                view = apply_sequential(base, [changes[a] for a in anc], reducers, keys=anc)[0]
-            child = Branch.fork(view)
-            task = loop.create_task(
-                self._member(nodes[i], child, f"{key}/p{i}/0.{type(nodes[i]).__name__}", provs[i])
-            )
-            task.add_done_callback(partial(on_done, i, child))
-            tasks.append(task)
-
-        def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
-            nonlocal finished
-            if task.cancelled():
-                statuses[i] = BranchStatus.CANCELLED
-                return
-            exc = task.exception()
-            if exc is not None:
-                statuses[i] = BranchStatus.FAILED
-                errors[i] = exc
-                if not done.done():
-                    done.set_result(False)
-                return
-            statuses[i] = BranchStatus.SUCCEEDED
-            values[i] = task.result()
-            changes[i] = child.changes()
-            finished += 1
-            if done.done():
-                return
-            ready = [j for j in plan.dependents[i] if _dec(waiting, j) == 0]
-            try:
-                for j in plan.ready_order(ready):
-                    start(j)
-            except MergeError as merge_exc:
-                # A reducer failed building a member's view: raised in a callback it
-                # would only be logged, and the pipeline would wait forever.
-                done.set_exception(merge_exc)
-                return
-            if finished == n:
-                done.set_result(True)
-
-        ok = True
-        try:
-            if n:
-                for i in plan.ready_order(i for i in range(n) if not plan.deps[i]):
-                    start(i)
-                ok = await done
-        finally:
-            await _cancel_and_wait(tasks)
-        final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
-        join: JoinResult[Any] = JoinResult(
-            keys=list(range(n)),
-            results=values,
-            errors=dict(sorted(errors.items())),
-            statuses=final_status,
-        )
-        if not ok:
-            raise join_error(key, join, errors, list(range(n)))
-        merged, changed = apply_sequential(base, changes, reducers)
-        branch.state = merged
-        branch.owned.update(changed)
-        for p in provs:
-            provenance.extend(p)
-        return join
-
-
-def _last_record(records: list[tuple[Any, ...]]) -> NodeRecord | None:
-    # The runner appends a failed node's record just before it raises.
-    return NodeRecord._make(records[-1]) if records else None
-
-
-def _dec(counts: list[int], j: int) -> int:
-    counts[j] -= 1
-    return counts[j]

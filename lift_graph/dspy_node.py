@@ -43,6 +43,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from pydantic_core import to_jsonable_python
+
 from ._declared_reducers import reducers_of, reducers_of_types
 from ._dspy_binding import (
     INSTANCE_MODULE,
@@ -299,6 +301,49 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
         return End(await self.predict(ctx))
+
+    # -- durability ---------------------------------------------------------------
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """What a cached result of this node also depends on: the LM's model, the
+        signature (instructions and fields) and the module's demos."""
+        import dspy
+
+        lm = self.lm if self.lm is not None else dspy.settings.lm
+        module = self.module()
+        predictors = module.predictors() if hasattr(module, "predictors") else []
+        return {
+            "lm": getattr(lm, "model", None) if lm is not None else None,
+            "signature": _signature_text(signature_of(self)),
+            "demos": [to_jsonable_python(p.demos, fallback=repr) for p in predictors],
+        }
+
+    @staticmethod
+    def end_to_json(value: Any) -> Any:
+        """The JSON form of this node's ``End`` value (a ``dspy.Prediction``)."""
+        to_dict = getattr(value, "toDict", None)
+        if callable(to_dict):
+            return {"prediction": to_jsonable_python(to_dict(), fallback=repr)}
+        return {"value": to_jsonable_python(value, fallback=repr)}
+
+    @staticmethod
+    def end_from_json(data: Any) -> Any:
+        import dspy
+
+        if "prediction" in data:
+            return dspy.Prediction(**data["prediction"])
+        return data["value"]
+
+
+def _signature_text(signature: Any) -> str:
+    from dspy.signatures.signature import ensure_signature
+
+    signature = ensure_signature(signature)
+    fields = getattr(signature, "fields", {})
+    parts = [getattr(signature, "instructions", "") or ""]
+    for name, info in fields.items():
+        extra = getattr(info, "json_schema_extra", None) or {}
+        parts.append(f"{name}:{extra.get('__dspy_field_type', '')}:{extra.get('desc', '')}")
+    return "\n".join(parts)
 
 
 #: Built modules by configuration (``module_key``).

@@ -73,6 +73,7 @@ __all__ = [
     "ParallelError",
     "ParallelExecutionError",
     "IncompatibleRunError",
+    "ReplayedError",
     "RunNotFoundError",
     "PipelineCycleError",
     "RunTimeoutError",
@@ -419,6 +420,15 @@ class RunNotFoundError(CheckpointError, LookupError):
 class IncompatibleRunError(CheckpointError):
     """A stored run cannot be resumed by this graph: a journaled node class is gone,
     or the state model changed since the run was written."""
+
+
+class ReplayedError(LiftGraphError):
+    """A fork branch's error as a resumed run's journal recorded it (the exception
+    object itself does not survive a restart): ``type_name`` is its class name."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
 
 
 class UnknownProviderWarning(UserWarning):

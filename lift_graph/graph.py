@@ -17,12 +17,14 @@ from ._config import check_count, check_number
 from ._declared_reducers import reducers_of_types
 from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
-from ._scheduler import Scheduler
+from ._runs import check_store, close_run, open_resume, open_run, output_summary
+from ._scheduler import Paused, Scheduler
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .limits import Limits, _Slots
 from .node import BaseNode, check_node
+from .store import GraphState, Store
 
 __all__ = ["Graph", "GraphEvent", "RunResult"]
 
@@ -38,6 +40,8 @@ class RunResult(Generic[StateT]):
     them in the same order; it is built on first access.
     ``deterministic`` is False when a race (a join ANY / FIRST / QUORUM, a fork
     timeout that fired) or a node declared non-deterministic took part.
+    ``output`` is None for a run paused by ``interrupts``. ``cache_hits`` /
+    ``cache_misses`` count lookups of cached nodes (``graph.run(..., cache=store)``).
     """
 
     output: Any
@@ -46,6 +50,11 @@ class RunResult(Generic[StateT]):
     deterministic: bool
     elapsed_ms: float
     peak_concurrency: int = 0
+    #: Nodes that returned ``Interrupt``: node key -> value (empty when none). The
+    #: run is paused; ``Graph.resume(execution_id, store=..., answers=...)`` goes on.
+    interrupts: dict[str, Any] = field(default_factory=dict)
+    cache_hits: int = 0
+    cache_misses: int = 0
     _raw_records: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _records: list[NodeRecord] | None = field(default=None, repr=False)
 
@@ -129,6 +138,8 @@ class Graph(Generic[StateT]):
         strict: bool = False,
         metadata: dict[str, Any] | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        store: Store | None = None,
+        cache: Store | None = None,
         _emit: Any = None,
     ) -> RunResult[StateT]:
         """Run from ``start`` until its path ends; returns a ``RunResult``.
@@ -143,6 +154,12 @@ class Graph(Generic[StateT]):
         executions of each path (the main path, each fork branch, each pipeline
         member); ``None`` disables it.
 
+        With a ``store`` the run is durable: each completed node is journaled before
+        anything that depends on it starts, and ``resume(result.execution_id,
+        store=store)`` continues the run after a crash without running a journaled
+        node again. ``cache`` (a store) serves nodes whose class sets
+        ``cache = CachePolicy(...)``.
+
         :raises RunTimeoutError: ``timeout`` expired; every task of the run has been
             cancelled and awaited.
         :raises StepLimitError: a path ran ``max_steps`` nodes without ending (in a
@@ -151,6 +168,8 @@ class Graph(Generic[StateT]):
             ``timeout`` or ``max_steps``.
         :raises JoinError: a fork's join failed (finished branches' values kept).
         :raises MergeError: branch writes conflict (``join`` attached).
+        :raises CheckpointError: with a store: a node, return or state field that
+            has no JSON form (naming node and field), or a taken ``execution_id``.
         :raises Exception: a node's own error, once its retries are spent.
         """
         run_slots = self._prepare(start, max_concurrency, limits, timeout)
@@ -164,23 +183,85 @@ class Graph(Generic[StateT]):
             run_slots=run_slots,
             strict=strict,
         )
-        scheduler = Scheduler(settings, self.node_classes, _emit, max_steps)
+        row = None
+        if store is not None or cache is not None:
+            check_store("store", store)
+            check_store("cache", cache)
+            settings.durable, row = open_run(
+                by_name=self._by_name,
+                graph_name=self.name,
+                start=start,
+                state=state,
+                execution_id=settings.execution_id,
+                store=store,
+                cache=cache,
+                user_id=user_id,
+                metadata=settings.metadata,
+            )
+        return await self._execute(start, state, settings, timeout, max_steps, _emit, row)
+
+    async def _execute(
+        self,
+        start: Any,
+        state: StateT,
+        settings: RunSettings,
+        timeout: float | None,
+        max_steps: int | None,
+        emit: Any,
+        row: GraphState | None,
+    ) -> RunResult[StateT]:
+        scheduler = Scheduler(settings, self.node_classes, emit, max_steps)
         scheduler.dict_reducers = self._dict_reducers
         root = Branch.fork(state)
+        provenance: list[dict[str, Any]] = []
         began = time.perf_counter()
-        if timeout is None:
-            output = await scheduler.run_path(start, root, "")
-        else:
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    output = await scheduler.run_path(start, root, "")
-            except TimeoutError as exc:
-                if not deadline.expired():
-                    raise
-                raise RunTimeoutError(
-                    f"run {settings.execution_id} did not finish within {timeout} s"
-                ) from exc
+        output: Any = None
+        try:
+            if timeout is None:
+                output = await scheduler.run_path(start, root, "", None, provenance)
+            else:
+                deadline = asyncio.timeout(timeout)
+                try:
+                    async with deadline:
+                        output = await scheduler.run_path(start, root, "", None, provenance)
+                except TimeoutError as exc:
+                    if not deadline.expired():
+                        raise
+                    raise RunTimeoutError(
+                        f"run {settings.execution_id} did not finish within {timeout} s"
+                    ) from exc
+        except Paused:
+            pass  # scheduler.interrupts says where; the result carries them
+        except Exception as exc:
+            if row is not None:
+                close_run(
+                    settings.durable,
+                    row,
+                    "failed",
+                    root.state,
+                    provenance=provenance,
+                    result={"error": f"{type(exc).__name__}: {exc}"},
+                )
+            raise
+        if row is not None:
+            if scheduler.interrupts:
+                close_run(
+                    settings.durable,
+                    row,
+                    "interrupted",
+                    root.state,
+                    provenance=provenance,
+                    result={"interrupts": output_summary(scheduler.interrupts)},
+                )
+            else:
+                close_run(
+                    settings.durable,
+                    row,
+                    "finished",
+                    root.state,
+                    provenance=provenance,
+                    result={"output": output_summary(output)},
+                )
         self._observed |= scheduler.edges
         # Deterministic by construction: no race decided a join, and every node
         # class that ran vouches for itself.
@@ -190,6 +271,7 @@ class Graph(Generic[StateT]):
             deterministic = all(
                 getattr(self._by_name.get(name), "deterministic", True) for name in ran
             )
+        run_slots, limits = settings.run_slots, settings.limits
         peak = run_slots.peak if run_slots is not None else (limits.peak if limits else 0)
         return RunResult(
             output=output,
@@ -199,6 +281,9 @@ class Graph(Generic[StateT]):
             deterministic=deterministic,
             elapsed_ms=(time.perf_counter() - began) * 1000.0,
             peak_concurrency=peak,
+            interrupts=dict(scheduler.interrupts),
+            cache_hits=settings.durable.hits if settings.durable is not None else 0,
+            cache_misses=settings.durable.misses if settings.durable is not None else 0,
         )
 
     def run_sync(
@@ -215,6 +300,8 @@ class Graph(Generic[StateT]):
         strict: bool = False,
         metadata: dict[str, Any] | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        store: Store | None = None,
+        cache: Store | None = None,
     ) -> RunResult[StateT]:
         """``run`` for synchronous callers; also works inside a running loop (Jupyter).
 
@@ -235,6 +322,99 @@ class Graph(Generic[StateT]):
                 strict=strict,
                 metadata=metadata,
                 max_steps=max_steps,
+                store=store,
+                cache=cache,
+            )
+        )
+
+    async def resume(
+        self,
+        execution_id: str,
+        *,
+        store: Store,
+        answers: dict[str, Any] | None = None,
+        deps: Any = None,
+        limits: Limits | None = None,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        cache: Store | None = None,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
+        strict: bool = False,
+        _emit: Any = None,
+    ) -> RunResult[StateT]:
+        """Continue run ``execution_id`` from ``store``: after a crash, a failure or
+        an ``Interrupt``.
+
+        The run is replayed from its start: every node whose completion the journal
+        holds (in forks and pipelines too) is not run again, its recorded writes and
+        return are applied instead, so output and state equal those of a run that
+        was never interrupted. Nodes that were in flight when the process died run
+        again (side effects are at-least-once). ``answers`` maps the key of a node
+        that returned ``Interrupt`` to a person's answer: that node runs again with
+        ``ctx.answer`` set; interrupts not answered stay pending. A finished run
+        returns its stored result without running anything. ``deps`` are not
+        stored: pass them again.
+
+        :raises RunNotFoundError: the store has no such run.
+        :raises IncompatibleRunError: a journaled node class is not in this graph, or
+            the state model changed.
+        :raises CheckpointError: a stored row is corrupt, edited or not JSON; an
+            answer names no pending interrupt.
+        """
+        check_store("store", store)
+        check_store("cache", cache)
+        resumed = open_resume(
+            by_name=self._by_name,
+            store=store,
+            execution_id=execution_id,
+            answers=answers,
+            cache=cache,
+        )
+        run_slots = self._prepare(resumed.start, max_concurrency, limits, timeout)
+        max_steps = check_max_steps(max_steps)
+        row = resumed.row
+        settings = RunSettings(
+            execution_id=execution_id,
+            user_id=row.user_id,
+            deps=deps,
+            metadata=dict(row.metadata),
+            limits=limits,
+            run_slots=run_slots,
+            strict=strict,
+            durable=resumed.durable,
+        )
+        keep = None if resumed.durable.finished else row
+        return await self._execute(
+            resumed.start, resumed.state, settings, timeout, max_steps, _emit, keep
+        )
+
+    def resume_sync(
+        self,
+        execution_id: str,
+        *,
+        store: Store,
+        answers: dict[str, Any] | None = None,
+        deps: Any = None,
+        limits: Limits | None = None,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        cache: Store | None = None,
+        max_steps: int | None = DEFAULT_MAX_STEPS,
+        strict: bool = False,
+    ) -> RunResult[StateT]:
+        """``resume`` for synchronous callers (see ``run_sync``)."""
+        return _run_blocking(
+            lambda: self.resume(
+                execution_id,
+                store=store,
+                answers=answers,
+                deps=deps,
+                limits=limits,
+                timeout=timeout,
+                max_concurrency=max_concurrency,
+                cache=cache,
+                max_steps=max_steps,
+                strict=strict,
             )
         )
 

@@ -34,6 +34,7 @@ __all__ = [
     "BaseNode",
     "DerivedFields",
     "End",
+    "Interrupt",
     "Node",
     "NodeResult",
     "Retry",
@@ -103,6 +104,19 @@ class End(Generic[T_co]):
     value: T_co = None  # type: ignore[assignment]
 
 
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Returned by a node to ask a person: the run pauses at this node.
+
+    Other branches carry on; the run then ends with ``RunResult.interrupts`` mapping
+    this node's key to ``value``. ``graph.resume(id, store=..., answers={key: a})``
+    runs the node again with ``ctx.answer == a``. ``value`` and the answer are
+    stored as JSON, so give plain data (str, numbers, lists, dicts).
+    """
+
+    value: Any = None
+
+
 @dataclass(slots=True)
 class RunContext(Generic[StateT]):
     """What a node sees while it runs.
@@ -122,6 +136,8 @@ class RunContext(Generic[StateT]):
     node_key: str = ""
     attempt: int = 1
     tokens_used: int = 0
+    #: A person's answer to this node's ``Interrupt``, given on resume; else None.
+    answer: Any = None
 
     def record_tokens(self, tokens: int) -> None:
         """Report tokens a node spent, charged against the provider's tokens/min limit."""
