@@ -284,7 +284,9 @@ async def _chain(cfg: Config, tmp: Path, out: Outcome) -> None:
 
     if lift_missing is None:
         variants[LIFT_SQLITE] = _lift_store(CHAIN_GRAPH, start, BumpState, SQLiteStore)
-        specs.append(_Spec(wl, LIFT, LIFT_SQLITE, LIFT, "store=SQLiteStore(path)"))
+        specs.append(
+            _Spec(wl, LIFT, LIFT_SQLITE, LIFT, "store=SQLiteStore(path) (WAL, synchronous=NORMAL)")
+        )
         if MemoryStore is not None:
             variants[LIFT_MEMORY] = _lift_store(
                 CHAIN_GRAPH, start, BumpState, lambda path: MemoryStore()
