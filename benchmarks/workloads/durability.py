@@ -9,9 +9,11 @@ without a checkpointer and with ``AsyncSqliteSaver`` (``ainvoke``, ``async def``
 nodes: what a user of an async graph picks, ``SqliteSaver`` having no async
 methods), at LangGraph's default ``durability="async"``. Information rows:
 ``durability="sync"`` (each step's checkpoint written before the next step, as
-lift_graph commits each node before the next starts), ``SqliteSaver`` with
-``invoke`` on a sync graph, and lift_graph's ``MemoryStore`` (the journal without
-the disk).
+lift_graph commits each node before the next starts), ``PRAGMA synchronous=NORMAL``
+on the saver's connection (SQLite's default is FULL, an fsync per commit in WAL
+mode; ``SQLiteStore`` sets NORMAL), ``SqliteSaver`` with ``invoke`` on a sync graph,
+lift_graph's ``MemoryStore`` (the journal without the disk), and two raw sqlite3
+floors: one INSERT + COMMIT per node in WAL mode at synchronous FULL and NORMAL.
 
 Per-node cost = (median time with the store - median time without) / n. Every
 repeat gets a fresh database file, opened and set up (tables created) before the
