@@ -95,6 +95,8 @@ class Config:
     dspy_slots: int = 16
     dspy_latency: float = 0.05
     dspy_rollouts: int = 8
+    #: Durability: nodes of the journaled chain (and branches of the journaled fan-out).
+    durability_n: int = 200
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -120,6 +122,7 @@ class Config:
             dspy_questions=32,
             dspy_slots=8,
             dspy_rollouts=4,
+            durability_n=50,
         )
 
 

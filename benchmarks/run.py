@@ -7,7 +7,8 @@
     python -m benchmarks.run --check              # exit 1 when a target fails
 
 Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge,
-dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN). Peers
+dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), durability
+(journaling to SQLite per node vs LangGraph's SQLite checkpointer). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.
@@ -38,7 +39,14 @@ __all__ = ["main", "render_markdown", "render_text"]
 
 BEGIN = "<!-- benchmark-results:begin -->"
 END = "<!-- benchmark-results:end -->"
-PACKAGES = ("lift_graph", "langgraph", "pydantic-graph", "pydantic", "pydantic-core")
+PACKAGES = (
+    "lift_graph",
+    "langgraph",
+    "langgraph-checkpoint-sqlite",
+    "pydantic-graph",
+    "pydantic",
+    "pydantic-core",
+)
 
 
 def _fmt(x: float | None) -> str:

@@ -52,6 +52,7 @@ TINY = replace(
     dspy_slots=8,
     dspy_latency=0.01,
     dspy_rollouts=4,
+    durability_n=20,
 )
 
 
@@ -114,6 +115,7 @@ def test_every_workload_is_registered() -> None:
         "memory",
         "merge",
         "dspy_rag",
+        "durability",
     ]
 
 
@@ -237,6 +239,43 @@ def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
         "fork / dspy.BestOfN",
     ]
     assert all(t.value is not None and t.value > 0 for t in out.targets)
+
+
+def test_durability(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.durability import sqlite_peer_missing, store_missing
+
+    out = _run("durability", outcomes)
+    n = TINY.durability_n
+    wl, bare = f"durability chain {n}", f"durability chain {n}, no store"
+    for r in out.rows:
+        assert r.figure is not None or r.note, r
+        if r.figure is not None:
+            assert math.isfinite(r.figure) and abs(r.figure) < 100_000, r  # µs per node
+    # The chain without a store always runs; journaling costs (differences of
+    # medians) are checked for being finite only.
+    (mine,) = _rows(out, LIFT, bare)
+    assert 0 < fig(mine) < 10_000
+    (floor,) = _rows(out, "sqlite3 (WAL, synchronous=FULL)", wl)
+    assert fig(floor) > 0
+    lift_rows = [r for r in out.rows if r.workload == wl and r.engine == LIFT]
+    assert len(lift_rows) == 1
+    if store_missing() is None:
+        assert lift_rows[0].figure is not None
+    else:
+        assert lift_rows[0].figure is None and "store not available" in lift_rows[0].note
+    saver = [
+        r for r in out.rows if r.workload == wl and r.engine == f"{LANGGRAPH} (AsyncSqliteSaver)"
+    ]
+    assert len(saver) == 1
+    assert (saver[0].figure is not None) == (sqlite_peer_missing(TINY) is None), saver
+    assert [t.what for t in out.targets] == ["lift_graph journaling µs/node (SQLiteStore)"]
+    assert out.targets[0].limit == 100.0
+
+
+def test_durability_without_peers() -> None:
+    out = load("durability")(replace(TINY, reps=1, warmup=0, durability_n=5, peers=False))
+    lg = [r for r in out.rows if r.engine.startswith(LANGGRAPH)]
+    assert lg and all(r.figure is None and "peers disabled" in r.note for r in lg)
 
 
 def test_check_rejects_a_wrong_answer() -> None:
