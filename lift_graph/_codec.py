@@ -13,6 +13,7 @@ classes come from the graph, callables only from modules already imported.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 import typing
@@ -33,8 +34,6 @@ __all__ = ["Codec", "is_plain", "type_name"]
 _PLAIN_ATOMS = (str, int, float, bool, type(None))
 _ADAPTERS: dict[Any, TypeAdapter[Any] | None] = {}
 _CONFIG = ConfigDict(arbitrary_types_allowed=True)
-#: Instance attributes a node may carry that are never journaled (caches).
-_SKIP_ATTRS = frozenset({"_lift_graph_module"})
 #: Per-instance attributes that hold live objects (an LM, a compiled program).
 _LIVE_OPTIONS = frozenset({"lm", "program"})
 
@@ -216,8 +215,8 @@ class Codec:
             data = node.model_dump(mode="json")
         extra: dict[str, Any] = {}
         for attr, value in getattr(node, "__dict__", {}).items():
-            if attr in fields or attr in _SKIP_ATTRS or attr.startswith("__"):
-                continue
+            if attr in fields or attr.startswith("_"):
+                continue  # private: caches (a built DSPy module), not configuration
             if attr in _LIVE_OPTIONS and value is not None:
                 raise CheckpointError(
                     f"node {name} ({where}) carries {attr}={_short(value)} per instance; a "
@@ -227,7 +226,12 @@ class Codec:
                     node=name,
                     field=attr,
                 )
-            extra[attr] = _dump(value, None, f"attribute {attr!r} of node {name}")
+            if isinstance(value, type) or inspect.isfunction(value):
+                # A per-instance class or function (DSPyNode's module_type): by name.
+                where_ref = f"attribute {attr!r} of node {name} ({where})"
+                extra[attr] = {"$ref": _callable_ref(value, where_ref)}
+            else:
+                extra[attr] = _dump(value, None, f"attribute {attr!r} of node {name}")
         out: dict[str, Any] = {"cls": name, "data": data}
         if extra:
             out["extra"] = extra
@@ -242,6 +246,8 @@ class Codec:
         else:
             node = cls.__new__(cls)
         for attr, value in d.get("extra", {}).items():
+            if isinstance(value, dict) and set(value) == {"$ref"}:
+                value = _load_ref(value["$ref"])
             object.__setattr__(node, attr, value)
         return node
 
