@@ -29,7 +29,7 @@ from .blocks import FailureMode, Fork, JoinStrategy, MergeStrategy, Pipeline
 from .errors import CheckpointError, IncompatibleRunError
 from .node import End
 
-__all__ = ["Codec", "is_plain", "type_name"]
+__all__ = ["Codec", "dump_plain", "end_type", "is_plain", "type_name"]
 
 _PLAIN_ATOMS = (str, int, float, bool, type(None))
 _ADAPTERS: dict[Any, TypeAdapter[Any] | None] = {}
@@ -104,6 +104,11 @@ def _dump(value: Any, tp: Any, what: str) -> Any:
             f"{what} holds a {type(value).__name__} ({_short(value)}) that has no JSON "
             f"form: {exc}; use a pydantic model, a dataclass or plain data"
         ) from exc
+
+
+def dump_plain(value: Any, what: str) -> Any:
+    """``value`` if it is plain JSON data; else ``CheckpointError`` naming ``what``."""
+    return _dump(value, None, what)
 
 
 def _load(data: Any, tp: Any, what: str) -> Any:

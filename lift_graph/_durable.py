@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import Codec
+from ._codec import Codec, dump_plain
 from ._state import field_names, set_field
 from .cache import CachePolicy, cache_key
 from .errors import CheckpointError, IncompatibleRunError
@@ -151,9 +151,7 @@ class Durable:
         return out
 
     def codec_plain(self, value: Any, key: str) -> Any:
-        from ._codec import _dump
-
-        return _dump(value, None, f"the value at interrupt {key}")
+        return dump_plain(value, f"the value at interrupt {key}")
 
     # -- the runner's seam ------------------------------------------------------
     def before(self, node: Any, key: str, branch: Any, ctx: Any) -> Replay | _Pending | None:
@@ -196,7 +194,7 @@ class Durable:
         after = self.codec.dump_fields(branch.state, names, name, key)
         changed = {k: v for k, v in after.items() if pending.before.get(k, _NONE) != v}
         data = {"writes": changed, "ret": self.codec.dump_return(node, out, key)}
-        self._check_secrets(data, name, key)
+        self.check_secrets(data, name, key)
         now = time.time()
         ttl = pending.policy.ttl
         self.cache.cache_put(
@@ -295,14 +293,14 @@ class Durable:
         )
 
     def _commit(self, entry: JournalEntry) -> None:
-        self._check_secrets(entry.data, entry.node, entry.key)
+        self.check_secrets(entry.data, entry.node, entry.key)
         assert self.store is not None
         self.store.append((entry,))
 
     def find_secret(self, data: Any) -> bool:
         return _find_secret(data, self._secrets) is not None
 
-    def _check_secrets(self, data: Any, node: str, key: str) -> None:
+    def check_secrets(self, data: Any, node: str, key: str) -> None:
         found = _find_secret(data, self._secrets)
         if found is not None:
             raise CheckpointError(

@@ -38,10 +38,12 @@ from .errors import (
 from .limits import Limits, _Slots
 from .node import RunContext, validate_node_attributes
 
-__all__ = ["CANCELLED", "NodeRecord", "RunSettings", "check_state", "run_node"]
+__all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord", "RunSettings", "check_state", "run_node"]
 
 #: ``NodeRecord.error`` of an execution cancelled while it ran (see ``status``).
 CANCELLED = "cancelled"
+#: ``NodeRecord.error`` of an execution that returned ``Interrupt``.
+INTERRUPTED = "interrupted"
 
 
 class NodeRecord(NamedTuple):
@@ -64,13 +66,16 @@ class NodeRecord(NamedTuple):
 
     @property
     def status(self) -> str:
-        """``"succeeded"``, ``"failed"`` or ``"cancelled"`` (a race's loser, a timeout).
+        """``"succeeded"``, ``"failed"``, ``"cancelled"`` (a race's loser, a timeout) or
+        ``"interrupted"`` (the node returned ``Interrupt``).
 
         A failure's ``error`` is ``"Type: message"``; a cancellation's is ``CANCELLED``.
         """
         if self.error is None:
             return "succeeded"
-        return "cancelled" if self.error == CANCELLED else "failed"
+        if self.error in (CANCELLED, INTERRUPTED):
+            return self.error
+        return "failed"
 
     def provenance(self) -> dict[str, Any]:
         """The entry this execution adds to ``RunContext.provenance``."""

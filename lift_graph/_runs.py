@@ -81,7 +81,7 @@ def open_run(
         start={"node": codec.dump_node(start, "the start node")},
         state_schema=codec.state_fingerprint(),
     )
-    durable._check_secrets(row.model_dump(mode="json"), "", "the run row")
+    durable.check_secrets(row.model_dump(mode="json"), "", "the run row")
     store.create_run(row)
     return durable, row
 
@@ -110,7 +110,7 @@ def close_run(
     assert durable.store is not None
     try:
         snapshot = durable.codec.dump_state(state)
-        durable._check_secrets(snapshot, "", "the run's state")
+        durable.check_secrets(snapshot, "", "the run's state")
     except CheckpointError:
         snapshot = row.state_snapshot  # a state a failed node left unwritable
     if result is not None and durable.find_secret(result):

@@ -27,7 +27,7 @@ from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_win
 from ._merge import merge_fork
 from ._pipelines import PipelineBlocks
 from ._routing import mark_failed, route
-from ._runner import NodeRecord, RunSettings, cancel_requested, run_node
+from ._runner import INTERRUPTED, NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from ._tasks import Paused, cancel_and_wait, last_record
@@ -75,6 +75,11 @@ class Scheduler(PipelineBlocks):
 
     def _pause(self, key: str, node: Any, value: Any) -> Paused:
         self.interrupts[key] = value
+        for i in range(len(self.records) - 1, -1, -1):
+            if self.records[i][0] == key:
+                record = NodeRecord._make(self.records[i])._replace(error=INTERRUPTED)
+                self.records[i] = tuple(record)
+                break
         if self.durable is not None:
             self.durable.interrupted(key, node, value)
         return Paused(key)

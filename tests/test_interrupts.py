@@ -152,6 +152,9 @@ async def test_interrupts_are_reported_without_a_store() -> None:
     result = await graph.run(Plan(), state=State())
     assert set(result.interrupts) == {LEGAL, OPS}
     assert result.output is None
+    statuses = {r.key: r.status for r in result.records}
+    assert statuses[LEGAL] == statuses[OPS] == "interrupted"
+    assert statuses["0.Plan/pr/1.Approve"] == "succeeded"
 
 
 # -- a node may ask again after an answer; a pipeline member may ask -------------------
