@@ -24,12 +24,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from .errors import CheckpointError, ConfigurationError
 from .store import (
     CacheEntry,
+    ClosingStore,
     GraphState,
     JournalEntry,
     _cache_json,
@@ -142,7 +142,7 @@ def _not_text(value: object) -> str | None:
     return f"holds {type(value).__name__} {value!r}, not text"
 
 
-class SQLiteStore:
+class SQLiteStore(ClosingStore):
     """A ``Store`` in an SQLite file (or ``":memory:"``), shared by threads and
     processes.
 
@@ -237,17 +237,8 @@ class SQLiteStore:
         state = "" if self._conn is not None else ", closed"
         return f"SQLiteStore({self._path!r}{state})"
 
-    def __enter__(self) -> Self:
+    def _check_open(self) -> None:
         self._connection()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- plumbing ---------------------------------------------------------------
 

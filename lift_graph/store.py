@@ -242,7 +242,29 @@ def _cache_json(entry: CacheEntry) -> str:
         raise _unwritable(f"cache entry {entry.key!r}", exc, node=entry.node) from exc
 
 
-class MemoryStore:
+class ClosingStore:
+    """``with store:`` for the stores: refuses a closed store, closes on exit."""
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MemoryStore(ClosingStore):
     """A ``Store`` in this process's memory: for tests and runs that need resume
     only while the process lives. Rows are kept as JSON text, so what a
     ``MemoryStore`` accepts an ``SQLiteStore`` accepts too."""
@@ -257,18 +279,6 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._runs)}, cache={len(self._cache)})"
-
-    def __enter__(self) -> Self:
-        self._check_open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_open(self) -> None:
         if self._closed:
