@@ -95,6 +95,9 @@ class Config:
     dspy_slots: int = 16
     dspy_latency: float = 0.05
     dspy_rollouts: int = 8
+    #: Crash workload: random SIGKILL points, each followed by a resume in a fresh
+    #: process (two interpreter starts per kill).
+    crash_kills: int = 40
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -120,6 +123,7 @@ class Config:
             dspy_questions=32,
             dspy_slots=8,
             dspy_rollouts=4,
+            crash_kills=5,
         )
 
 

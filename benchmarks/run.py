@@ -7,7 +7,8 @@
     python -m benchmarks.run --check              # exit 1 when a target fails
 
 Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge,
-dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN). Peers
+dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), crash
+(SIGKILL a durable run at random points, resume it in a fresh process). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

@@ -52,6 +52,7 @@ TINY = replace(
     dspy_slots=8,
     dspy_latency=0.01,
     dspy_rollouts=4,
+    crash_kills=2,
 )
 
 
@@ -114,6 +115,7 @@ def test_every_workload_is_registered() -> None:
         "memory",
         "merge",
         "dspy_rag",
+        "crash",
     ]
 
 
@@ -237,6 +239,18 @@ def test_dspy_rag(outcomes: dict[str, Outcome]) -> None:
         "fork / dspy.BestOfN",
     ]
     assert all(t.value is not None and t.value > 0 for t in out.targets)
+
+
+def test_crash(outcomes: dict[str, Outcome]) -> None:
+    out = _run("crash", outcomes)
+    _assert_finite(out)
+    kills = TINY.crash_kills
+    figures = {r.workload.removeprefix(f"crash {kills} kills"): fig(r) for r in _rows(out, LIFT)}
+    assert figures[" resumes = reference"] == kills
+    assert figures[" nodes run twice"] == 0
+    assert 0 < figures[" resume time"] < 10_000  # ms
+    assert 0 <= figures[""] <= kills
+    assert [t.status for t in out.targets[:3]] == ["PASS", "PASS", "PASS"]
 
 
 def test_check_rejects_a_wrong_answer() -> None:

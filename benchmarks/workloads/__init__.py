@@ -20,6 +20,7 @@ NAMES: dict[str, str] = {
     "memory": "memory",
     "merge": "merge",
     "dspy_rag": "dspy_rag",
+    "crash": "crash",
 }
 
 
