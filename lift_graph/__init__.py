@@ -82,11 +82,13 @@ from .reducers import union as union
 
 __version__ = "0.1.0"
 
+from .sqlite_store import SQLiteStore as SQLiteStore
 from .store import GraphState as GraphState
 from .store import MemoryStore as MemoryStore
 from .store import Store as Store
 
 __all__ = [
+    "SQLiteStore",
     "Store",
     "MemoryStore",
     "GraphState",

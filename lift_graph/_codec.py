@@ -79,7 +79,7 @@ def _config_for(tp: Any) -> ConfigDict | None:
     return _CONFIG
 
 
-def _dump(value: Any, tp: Any, what: Callable[[], str]) -> Any:
+def _dump(value: Any, tp: Any, what: str) -> Any:
     """``value`` as JSON data, through ``tp`` when known, else only if plain."""
     adapter = None
     if tp is not None:
@@ -87,14 +87,14 @@ def _dump(value: Any, tp: Any, what: Callable[[], str]) -> Any:
             adapter = _adapter(tp)
         except Exception as exc:
             raise CheckpointError(
-                f"{what()} has type {tp!r}, which has no JSON form ({exc}); use a pydantic "
+                f"{what} has type {tp!r}, which has no JSON form ({exc}); use a pydantic "
                 "model, a dataclass or plain data"
             ) from exc
     if adapter is None:
         if is_plain(value):
             return value
         raise CheckpointError(
-            f"{what()} holds a {type(value).__name__} ({_short(value)}) but its type is not "
+            f"{what} holds a {type(value).__name__} ({_short(value)}) but its type is not "
             "declared, so it could not be loaded back as it is; annotate it (a state "
             "field's type, End[T] in run's return annotation) or use plain JSON data"
         )
@@ -102,12 +102,12 @@ def _dump(value: Any, tp: Any, what: Callable[[], str]) -> Any:
         return adapter.dump_python(value, mode="json", warnings="error")
     except (PydanticSerializationError, ValueError, TypeError) as exc:
         raise CheckpointError(
-            f"{what()} holds a {type(value).__name__} ({_short(value)}) that has no JSON "
+            f"{what} holds a {type(value).__name__} ({_short(value)}) that has no JSON "
             f"form: {exc}; use a pydantic model, a dataclass or plain data"
         ) from exc
 
 
-def _load(data: Any, tp: Any, what: Callable[[], str]) -> Any:
+def _load(data: Any, tp: Any, what: str) -> Any:
     adapter = _adapter(tp) if tp is not None else None
     if adapter is None:
         return data
@@ -115,7 +115,7 @@ def _load(data: Any, tp: Any, what: Callable[[], str]) -> Any:
         return adapter.validate_python(data)
     except ValidationError as exc:
         raise IncompatibleRunError(
-            f"{what()} in the journal no longer validates as {tp!r}: {exc}; the type "
+            f"{what} in the journal no longer validates as {tp!r}: {exc}; the type "
             "changed since the run was written"
         ) from exc
 
@@ -193,7 +193,7 @@ class Codec:
                 data[f] = _dump(
                     getattr(node, f),
                     hints.get(f),
-                    lambda f=f: f"field {f!r} of node {name} ({where})",
+                    f"field {f!r} of node {name} ({where})",
                 )
         elif isinstance(node, BaseModel):
             fields = tuple(type(node).model_fields)
@@ -211,7 +211,7 @@ class Codec:
                     node=name,
                     field=attr,
                 )
-            extra[attr] = _dump(value, None, lambda a=attr: f"attribute {a!r} of node {name}")
+            extra[attr] = _dump(value, None, f"attribute {attr!r} of node {name}")
         out: dict[str, Any] = {"cls": name, "data": data}
         if extra:
             out["extra"] = extra
@@ -222,7 +222,7 @@ class Codec:
         cls = self.node_class(name)
         data = d.get("data", {})
         if dataclasses.is_dataclass(cls) or issubclass(cls, BaseModel):
-            node = _load(data, cls, lambda: f"node {name}")
+            node = _load(data, cls, f"node {name}")
         else:
             node = cls.__new__(cls)
         for attr, value in d.get("extra", {}).items():
@@ -282,15 +282,13 @@ class Codec:
         custom = getattr(cls, "end_to_json", None)
         if callable(custom):
             return custom(value)
-        return _dump(
-            value, self._end_type(cls), lambda: f"End value of node {cls.__name__} ({where})"
-        )
+        return _dump(value, self._end_type(cls), f"End value of node {cls.__name__} ({where})")
 
     def load_end(self, cls: type, data: Any) -> Any:
         custom = getattr(cls, "end_from_json", None)
         if callable(custom):
             return custom(data)
-        return _load(data, self._end_type(cls), lambda: f"End value of node {cls.__name__}")
+        return _load(data, self._end_type(cls), f"End value of node {cls.__name__}")
 
     def _end_type(self, cls: type) -> Any:
         try:
@@ -352,14 +350,14 @@ class Codec:
             out[name] = _dump(
                 get_field(state, name),
                 types.get(name),
-                lambda n=name: f"state field {n!r} written by node {node} ({where})",
+                f"state field {name!r} written by node {node} ({where})",
             )
         return out
 
     def load_fields(self, data: Mapping[str, Any]) -> dict[str, Any]:
         types = self._field_types
         return {
-            name: _load(value, types.get(name), lambda n=name: f"state field {n!r}")
+            name: _load(value, types.get(name), f"state field {name!r}")
             for name, value in data.items()
         }
 
@@ -371,7 +369,7 @@ class Codec:
         if tp is dict or not isinstance(tp, type):
             return dict(self.load_fields(data))
         if issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp):
-            return _load(dict(data), tp, lambda: f"state {tp.__name__}")
+            return _load(dict(data), tp, f"state {tp.__name__}")
         return dict(self.load_fields(data))
 
     def state_fingerprint(self) -> str:

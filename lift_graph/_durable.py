@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +107,10 @@ class Durable:
                     self._asked[e.key] = e
             else:
                 self._answers[(e.key, e.round)] = e.data.get("answer")
+        # A class the graph lost is refused before anything runs, not mid-replay.
         for e in self._nodes.values():
-            codec.node_class(e.node)  # a class the graph lost: refuse before running
+            for name in _classes_named(e.data):
+                codec.node_class(name)
 
     # -- interrupts ------------------------------------------------------------
     def pending(self) -> dict[str, Any]:
@@ -139,7 +141,7 @@ class Durable:
     def codec_plain(self, value: Any, key: str) -> Any:
         from ._codec import _dump
 
-        return _dump(value, None, lambda: f"the value at interrupt {key}")
+        return _dump(value, None, f"the value at interrupt {key}")
 
     # -- the runner's seam ------------------------------------------------------
     def before(self, node: Any, key: str, branch: Any, ctx: Any) -> Replay | _Pending | None:
@@ -285,6 +287,9 @@ class Durable:
         assert self.store is not None
         self.store.append((entry,))
 
+    def find_secret(self, data: Any) -> bool:
+        return _find_secret(data, self._secrets) is not None
+
     def _check_secrets(self, data: Any, node: str, key: str) -> None:
         found = _find_secret(data, self._secrets)
         if found is not None:
@@ -300,3 +305,17 @@ class Durable:
 
 
 _NONE = object()
+
+
+def _classes_named(data: Mapping[str, Any]) -> Iterator[str]:
+    """The node classes a journaled node entry names: its own and its return's."""
+    stack: list[Any] = [data.get("node"), data.get("ret")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("cls")
+            if isinstance(name, str):
+                yield name
+            stack.extend(v for k, v in item.items() if k in ("node", "then", "branches", "nodes"))
+        elif isinstance(item, list):
+            stack.extend(item)

@@ -110,8 +110,11 @@ def close_run(
     assert durable.store is not None
     try:
         snapshot = durable.codec.dump_state(state)
+        durable._check_secrets(snapshot, "", "the run's state")
     except CheckpointError:
         snapshot = row.state_snapshot  # a state a failed node left unwritable
+    if result is not None and durable.find_secret(result):
+        result = {"error": "withheld: the outcome held what looks like a secret"}
     row = row.model_copy(
         update={
             "status": status,

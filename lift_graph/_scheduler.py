@@ -22,19 +22,22 @@ from types import MappingProxyType
 from typing import Any
 
 from ._declared_reducers import reducers_for
+from ._join_journal import PAUSE, WAIT, force_statuses, forced_decision, join_entry
 from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_winner
-from ._merge import apply_sequential, merge_fork
-from ._plan import declared_io, plan_pipeline
-from ._routing import mark_failed, member_value, route
+from ._merge import merge_fork
+from ._pipelines import PipelineBlocks
+from ._routing import mark_failed, route
 from ._runner import NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
+from ._tasks import Paused, cancel_and_wait, last_record
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
-from .errors import GraphDefinitionError, MergeError, NodeExecutionError, ReplayedError
+from .errors import GraphDefinitionError, MergeError, NodeExecutionError
 from .node import End, Interrupt
 from .reducers import Reducer
 
 __all__ = ["Paused", "Scheduler"]
+
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -42,38 +45,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 _LAUNCH_BATCH = 32
 
 
-class Paused(Exception):
-    """A path stopped at a node that returned ``Interrupt``: it waits for a person.
-
-    It travels up like an error, but a fork or pipeline lets its other branches
-    finish first, then pauses too; ``Graph.run`` turns it into
-    ``RunResult.interrupts``.
-    """
-
-
-async def _cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until every one has finished.
-
-    If we are cancelled ourselves while waiting (run cancelled during a join's
-    clean-up), keep waiting, then re-raise: no child may outlive its fork.
-    """
-    pending = [t for t in tasks if not t.done()]
-    for t in pending:
-        t.cancel()
-    cancelled = False
-    while pending:
-        try:
-            await asyncio.wait(pending)
-        except asyncio.CancelledError:
-            cancelled = True
-            for t in pending:
-                t.cancel()
-        pending = [t for t in pending if not t.done()]
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-class Scheduler:
+class Scheduler(PipelineBlocks):
     """Runs one graph run's paths; owns its records and determinism flag."""
 
     #: Reducers for a plain ``dict`` state, from the TypedDict the graph's nodes
@@ -151,7 +123,7 @@ class Scheduler:
                 raise
             except Exception:
                 if emit is not None:
-                    emit("node_failed", {"record": _last_record(records)})
+                    emit("node_failed", {"record": last_record(records)})
                 raise
             if type(out) is Interrupt:
                 raise self._pause(key, node, out.value)
@@ -296,20 +268,20 @@ class Scheduler:
                 errors[i] = exc
                 decision = tracker.record(i, False)
             if forced is not None:
-                decision = _forced_decision(forced) if settled == expected else None
+                decision = forced_decision(forced) if settled == expected else None
             if decided.done():
                 return
             if decision is not None and decision.verdict is not Verdict.WAIT:
                 decided.set_result(decision)
             elif paused and settled == expected:
-                decided.set_result(_PAUSE)  # the rest finished; the paused ones wait
+                decided.set_result(PAUSE)  # the rest finished; the paused ones wait
 
         decision = tracker.start()
         if forced is not None:
-            decision = _forced_decision(forced)
-            timed_out = _force_statuses(forced, statuses, errors, accepted)
+            decision = forced_decision(forced)
+            timed_out = force_statuses(forced, statuses, errors, accepted)
             if expected:
-                decision = _WAIT
+                decision = WAIT
         try:
             if decision.verdict is Verdict.WAIT:
                 base = branch.state
@@ -357,16 +329,16 @@ class Scheduler:
                                 )
                         decision = tracker.timed_out()
                 if decision.cancel_rest:
-                    await _cancel_and_wait(tasks)
+                    await cancel_and_wait(tasks)
                 else:
                     pending = [t for t in tasks if not t.done()]
                     if pending:
                         await asyncio.wait(pending)
         finally:
             if any(not t.done() for t in tasks):
-                await _cancel_and_wait(tasks)
+                await cancel_and_wait(tasks)
 
-        if decision is _PAUSE:
+        if decision is PAUSE:
             raise Paused(key)
         final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
         ordered = fork.join is JoinStrategy.FIRST_ACCEPTED
@@ -413,186 +385,10 @@ class Scheduler:
                 if prov_index[j] in used_set:
                     provenance.append(prov_entries[j])
         if self.durable is not None and forced is None:
-            self.durable.join_done(key, _join_entry(join, decision, errors))
+            self.durable.join_done(key, join_entry(join, decision, errors))
         self._emit_join(key, join)
         return join
 
     def _emit_join(self, key: str, join: JoinResult[Any]) -> None:
         if self.emit is not None:
             self.emit("join_finished", {"key": key, "join": join})
-
-    # -- pipelines --------------------------------------------------------------
-    async def _member(self, node: Any, child: Branch, key: str, prov: list[Any]) -> Any:
-        """Run pipeline member ``node`` (a path of one node); returns its End value."""
-        began = time.perf_counter()
-        try:
-            out, _, record = await run_node(
-                node, child, key, self.settings, provenance=prov, records=self.records
-            )
-        except asyncio.CancelledError:
-            self.records.append(cancelled_record(node, key, began))
-            raise
-        except Exception:
-            if self.emit is not None:
-                self.emit("node_failed", {"record": _last_record(self.records)})
-            raise
-        if type(out) is Interrupt:
-            raise self._pause(key, node, out.value)
-        prov.append(record.provenance())
-        try:
-            value = member_value(node, out)
-        except NodeExecutionError as exc:
-            self._returned_badly(exc, key, record.attempts)
-            raise
-        if self.durable is not None:
-            self.durable.node_done(key, node, out, child.state, record)
-        if self.emit is not None:
-            self.emit("node_finished", {"record": record})
-        return value
-
-    async def _pipeline(
-        self, pipe: Pipeline[Any], branch: Branch, key: str, provenance: list[dict[str, Any]]
-    ) -> JoinResult[Any]:
-        nodes = pipe.nodes
-        n = len(nodes)
-        base = branch.state
-        reducers = reducers_for(base, self.dict_reducers)
-        plan = plan_pipeline(tuple(map(declared_io, nodes)), frozenset(reducers))
-        statuses: list[BranchStatus | None] = [None] * n
-        values: list[Any] = [None] * n
-        changes: list[Any] = [None] * n
-        errors: dict[int, BaseException] = {}
-        waiting = [len(d) for d in plan.deps]
-        provs: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        tasks: list[asyncio.Task[Any]] = []
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        finished = 0
-        paused = 0
-
-        def start(i: int) -> None:
-            anc = plan.ancestors[i]
-            view = base
-            if anc:
-                view = apply_sequential(base, [changes[a] for a in anc], reducers, keys=anc)[0]
-            child = Branch.fork(view)
-            task = loop.create_task(
-                self._member(nodes[i], child, f"{key}/p{i}/0.{type(nodes[i]).__name__}", provs[i])
-            )
-            task.add_done_callback(partial(on_done, i, child))
-            tasks.append(task)
-
-        def on_done(i: int, child: Branch, task: asyncio.Task[Any]) -> None:
-            nonlocal finished, paused
-            if task.cancelled():
-                statuses[i] = BranchStatus.CANCELLED
-                return
-            exc = task.exception()
-            if isinstance(exc, Paused):
-                paused += 1
-                if finished + paused == len(tasks) and not done.done():
-                    done.set_exception(exc)  # nothing else can start: pause the block
-                return
-            if exc is not None:
-                statuses[i] = BranchStatus.FAILED
-                errors[i] = exc
-                if not done.done():
-                    done.set_result(False)
-                return
-            statuses[i] = BranchStatus.SUCCEEDED
-            values[i] = task.result()
-            changes[i] = child.changes()
-            finished += 1
-            if done.done():
-                return
-            ready = [j for j in plan.dependents[i] if _dec(waiting, j) == 0]
-            try:
-                for j in plan.ready_order(ready):
-                    start(j)
-            except MergeError as merge_exc:
-                # A reducer failed building a member's view: raised in a callback it
-                # would only be logged, and the pipeline would wait forever.
-                done.set_exception(merge_exc)
-                return
-            if finished == n:
-                done.set_result(True)
-            elif paused and finished + paused == len(tasks):
-                done.set_exception(Paused(key))
-
-        ok = True
-        try:
-            if n:
-                for i in plan.ready_order(i for i in range(n) if not plan.deps[i]):
-                    start(i)
-                ok = await done
-        finally:
-            await _cancel_and_wait(tasks)
-        final_status = [s if s is not None else BranchStatus.CANCELLED for s in statuses]
-        join: JoinResult[Any] = JoinResult(
-            keys=list(range(n)),
-            results=values,
-            errors=dict(sorted(errors.items())),
-            statuses=final_status,
-        )
-        if not ok:
-            raise join_error(key, join, errors, list(range(n)))
-        merged, changed = apply_sequential(base, changes, reducers)
-        branch.state = merged
-        branch.owned.update(changed)
-        for p in provs:
-            provenance.extend(p)
-        return join
-
-
-def _last_record(records: list[tuple[Any, ...]]) -> NodeRecord | None:
-    # The runner appends a failed node's record just before it raises.
-    return NodeRecord._make(records[-1]) if records else None
-
-
-def _dec(counts: list[int], j: int) -> int:
-    counts[j] -= 1
-    return counts[j]
-
-
-_WAIT = Decision(Verdict.WAIT)
-#: A fork whose unfinished branches all wait for a person.
-_PAUSE = Decision(Verdict.WAIT)
-
-
-def _forced_decision(forced: Mapping[str, Any]) -> Decision:
-    return Decision(Verdict.SUCCEED, winner=forced["winner"])
-
-
-def _force_statuses(
-    forced: Mapping[str, Any],
-    statuses: list[BranchStatus | None],
-    errors: dict[int, BaseException],
-    accepted: list[bool | None],
-) -> bool:
-    """Give the branches that will not run again their journaled outcome; returns
-    whether the fork had timed out."""
-    for i, status in enumerate(forced["statuses"]):
-        accepted[i] = forced["accepted"][i]
-        if status == "failed":
-            statuses[i] = BranchStatus.FAILED
-            type_name, message = forced["errors"][str(i)]
-            errors[i] = ReplayedError(type_name, message)
-        elif status == "cancelled":
-            statuses[i] = BranchStatus.CANCELLED
-    return bool(forced["timed_out"])
-
-
-def _join_entry(
-    join: JoinResult[Any], decision: Decision, errors: Mapping[int, BaseException]
-) -> dict[str, Any]:
-    """What the journal keeps of a join: enough to decide it again the same way."""
-    return {
-        "statuses": [s.value for s in join.statuses],
-        "errors": {str(i): [type(e).__name__, str(e)] for i, e in errors.items()},
-        "winner": decision.winner,
-        "timed_out": join.timed_out,
-        "accepted": list(join.accepted)
-        if join.accepted is not None
-        else [None] * len(join.statuses),
-        "deterministic": join.deterministic,
-    }

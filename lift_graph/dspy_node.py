@@ -335,6 +335,9 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
 
 
 def _signature_text(signature: Any) -> str:
+    from dspy.signatures.signature import ensure_signature
+
+    signature = ensure_signature(signature)
     fields = getattr(signature, "fields", {})
     parts = [getattr(signature, "instructions", "") or ""]
     for name, info in fields.items():

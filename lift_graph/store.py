@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -145,16 +147,99 @@ class Store(Protocol):
 
 
 def digest(*parts: str) -> str:
-    """The checksum stored beside a row, so an edited or corrupted row is refused."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+    """The checksum stored beside a row, so an edited or corrupted row is refused.
+
+    A checksum, not a signature: it catches a disk, a tool or a hand that changed a
+    row, not someone who recomputes it. Each part is followed by a NUL byte; hashing
+    the joined text once is the same digest as hashing the parts one by one, and it
+    is computed for every journal row, on the event loop thread.
+    """
+    text = "\x00".join((*parts, ""))  # each part followed by a NUL
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _dumps(data: dict[str, Any]) -> str:
+def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_UNWRITABLE = (TypeError, ValueError, RecursionError)
+
+
+def _json_text(data: Any) -> str:
+    """``data`` as the JSON text a store keeps.
+
+    Refused (``TypeError`` / ``ValueError`` / ``RecursionError``) rather than written
+    differently than given: NaN and infinities (pydantic's JSON would write
+    ``null``), objects json has no form for, cycles, and lone surrogates (not UTF-8,
+    so SQLite could not hold them).
+    """
+    text = _dumps(data)
+    text.encode()
+    return text
+
+
+def _unwritable(
+    what: str,
+    exc: BaseException,
+    *,
+    execution_id: str | None = None,
+    node: str | None = None,
+    node_key: str | None = None,
+) -> CheckpointError:
+    return CheckpointError(
+        f"{what} holds a value with no JSON form, so nothing was written: {exc}. "
+        "A store keeps plain JSON data (dicts with str keys, lists, str, int, finite "
+        "float, bool, None): convert other values first, e.g. a pydantic model with "
+        "model_dump(mode='json')",
+        execution_id=execution_id,
+        node=node,
+        node_key=node_key,
+    )
+
+
+# The three rows' JSON texts. Stores call them before taking their lock, so a value
+# that cannot be written leaves the store untouched; the message is built only then.
+
+
+def _entry_json(entry: JournalEntry) -> str:
+    try:
+        return _json_text(entry.data)
+    except _UNWRITABLE as exc:
+        raise _unwritable(
+            f"journal entry {entry.key!r} ({entry.kind}) of run {entry.execution_id!r}",
+            exc,
+            execution_id=entry.execution_id,
+            node=entry.node,
+            node_key=entry.key,
+        ) from exc
+
+
+def _run_json(run: GraphState) -> str:
+    try:
+        return _json_text(run.model_dump())
+    except _UNWRITABLE as exc:
+        raise _unwritable(
+            f"the row of run {run.execution_id!r}", exc, execution_id=run.execution_id
+        ) from exc
+
+
+def _cache_json(entry: CacheEntry) -> str:
+    """The entry's ``data`` only: its other fields are columns of their own.
+
+    Its times must be finite too: SQLite stores a NaN as NULL and pydantic's JSON
+    writes NaN and infinity as ``null``, so the entry would not load again.
+    """
+    try:
+        if not math.isfinite(entry.created_at) or not math.isfinite(
+            0.0 if entry.expires_at is None else entry.expires_at
+        ):
+            raise ValueError(
+                f"created_at={entry.created_at!r}, expires_at={entry.expires_at!r} are "
+                "not finite time.time() values (expires_at=None: never expires)"
+            )
+        return _json_text(entry.data)
+    except _UNWRITABLE as exc:
+        raise _unwritable(f"cache entry {entry.key!r}", exc, node=entry.node) from exc
 
 
 class MemoryStore:
@@ -165,7 +250,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[str, str] = {}
-        self._journal: dict[str, list[tuple[str, str, str, int, str]]] = {}
+        self._journal: dict[str, list[tuple[str, EntryKind, str, int, str]]] = {}
         self._seen: set[tuple[str, str, str, int]] = set()
         self._cache: dict[str, str] = {}
         self._closed = False
@@ -173,11 +258,24 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._runs)}, cache={len(self._cache)})"
 
+    def __enter__(self) -> Self:
+        self._check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _check_open(self) -> None:
         if self._closed:
             raise CheckpointError("this MemoryStore was closed: create a new one")
 
     def create_run(self, run: GraphState) -> None:
+        text = _run_json(run)
         with self._lock:
             self._check_open()
             if run.execution_id in self._runs:
@@ -186,7 +284,7 @@ class MemoryStore:
                     "store: resume it with graph.resume, or pass another execution_id",
                     execution_id=run.execution_id,
                 )
-            self._runs[run.execution_id] = run.model_dump_json()
+            self._runs[run.execution_id] = text
 
     def load_run(self, execution_id: str) -> GraphState | None:
         with self._lock:
@@ -197,14 +295,15 @@ class MemoryStore:
         return _load_model(GraphState, text, execution_id, "run row")
 
     def save_run(self, run: GraphState) -> None:
+        text = _run_json(run)
         with self._lock:
             self._check_open()
-            self._runs[run.execution_id] = run.model_dump_json()
+            self._runs[run.execution_id] = text
 
     def append(self, entries: Sequence[JournalEntry], run: GraphState | None = None) -> None:
         # Serialize first: a value that cannot be written leaves the store untouched.
-        rows = [(e.key, e.kind, e.node, e.round, _dumps(e.data)) for e in entries]
-        run_text = run.model_dump_json() if run is not None else None
+        rows = [(e.key, e.kind, e.node, e.round, _entry_json(e)) for e in entries]
+        run_text = _run_json(run) if run is not None else None
         with self._lock:
             self._check_open()
             for entry, row in zip(entries, rows, strict=True):
@@ -254,6 +353,7 @@ class MemoryStore:
         return entry
 
     def cache_put(self, entry: CacheEntry) -> None:
+        _cache_json(entry)  # refuses what SQLiteStore refuses
         text = entry.model_dump_json()
         with self._lock:
             self._check_open()

@@ -195,3 +195,24 @@ async def test_docs_agents_examples_run(capsys: pytest.CaptureFixture[str]) -> N
         "Agents, in a graph.",
         "True",
     ]
+
+
+@pytest.mark.asyncio
+async def test_docs_durability_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "durability.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 3, "docs/durability.md: update this test with its examples"
+    # The first example calls asyncio.run, so it runs outside the test's loop.
+    namespace: dict[str, Any] = {"__name__": "docs_durability"}
+    await asyncio.to_thread(exec, compile(blocks[0], "docs/durability.md[0]", "exec"), namespace)
+    await run_cells([(f"docs/durability.md[block {i}]", b) for i, b in enumerate(blocks[1:], 1)])
+    assert capsys.readouterr().out.splitlines() == [
+        "failed: provider went away",
+        "An essay on 1. why graphs 2. how",
+        "['outline', 'write', 'write']",
+        "{'0.Review/legal/0.Approve': 'may we ship? (legal)', "
+        "'0.Review/ops/0.Approve': 'may we ship? (ops)'}",
+        "['0.Review/legal/0.Approve']",
+        "shipped with [('legal', 'ok'), ('ops', 'yes')]",
+        "1 1 3",
+    ]
