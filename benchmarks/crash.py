@@ -44,7 +44,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel
 
-from lift_graph import BaseNode, End, Fork, Graph, Pipeline, RunContext
+from lift_graph import BaseNode, End, Fork, Graph, Pipeline, RunContext, SQLiteStore
 from lift_graph.reducers import add, extend, merge_dict
 
 __all__ = [
@@ -266,12 +266,8 @@ GRAPH: Graph[CrashState] = Graph(
 )
 
 
-def open_store(path: str | os.PathLike[str]) -> Any:
-    """An ``SQLiteStore`` on ``path`` (exported by lift_graph, or its module)."""
-    try:
-        from lift_graph import SQLiteStore  # type: ignore[attr-defined]
-    except ImportError:  # before it is exported from the package
-        from lift_graph.sqlite_store import SQLiteStore  # type: ignore[import-not-found]
+def open_store(path: str | os.PathLike[str]) -> SQLiteStore:
+    """The ``SQLiteStore`` on ``path`` the crash and resume children share."""
     return SQLiteStore(path)
 
 
@@ -399,6 +395,7 @@ def reference(tmpdir: str | os.PathLike[str], *, scale: float = 1.0) -> dict[str
     duration ``elapsed_s`` (T, from the run's start to its end) and the side-channel
     counts."""
     d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
     db, side, run_id = d / "reference.db", d / "reference.side", "reference"
     proc, wall = _spawn(
         ["--db", str(db), "--side", str(side), "--id", run_id, "--scale", str(scale)]
@@ -428,6 +425,7 @@ def crash_and_resume(
     resume inside its process) and ``resume_wall_s`` (the resuming process).
     """
     d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
     if period is None:
         period = float(reference(d / f"calibrate-{seed}", scale=scale)["elapsed_s"])
     db, side, run_id = d / f"crash-{seed}.db", d / f"crash-{seed}.side", f"crash-{seed}"
@@ -478,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             same = r["output"] == ref["output"] and r["state"] == ref["state"]
             twice = sorted(k for k, n in r["counts"].items() if n > 1)
             missing = sorted(set(ref["counts"]) - set(r["counts"]))
-            bad += (not same) + bool(twice) + bool(missing)
+            match = not r["killed"] or sorted(r["journaled_at_kill"]) == r["side_at_kill"]
+            bad += (not same) + bool(twice) + bool(missing) + (not match)
             print(
                 json.dumps(
                     {
@@ -489,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "same_as_reference": same,
                         "ran_twice": twice,
                         "missing": missing,
+                        "journal_matches_side_channel": match,
                         "resume_ms": round(r["resume_s"] * 1000, 1),
                     }
                 )
