@@ -97,6 +97,9 @@ class Config:
     dspy_rollouts: int = 8
     #: Durability: nodes of the journaled chain (and branches of the journaled fan-out).
     durability_n: int = 200
+    #: Crash workload: random SIGKILL points, each followed by a resume in a fresh
+    #: process (two interpreter starts per kill).
+    crash_kills: int = 40
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -123,6 +126,7 @@ class Config:
             dspy_slots=8,
             dspy_rollouts=4,
             durability_n=50,
+            crash_kills=5,
         )
 
 

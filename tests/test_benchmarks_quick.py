@@ -53,6 +53,7 @@ TINY = replace(
     dspy_latency=0.01,
     dspy_rollouts=4,
     durability_n=20,
+    crash_kills=2,
 )
 
 
@@ -116,6 +117,7 @@ def test_every_workload_is_registered() -> None:
         "merge",
         "dspy_rag",
         "durability",
+        "crash",
     ]
 
 
@@ -276,6 +278,18 @@ def test_durability_without_peers() -> None:
     out = load("durability")(replace(TINY, reps=1, warmup=0, durability_n=5, peers=False))
     lg = [r for r in out.rows if r.engine.startswith(LANGGRAPH)]
     assert lg and all(r.figure is None and "peers disabled" in r.note for r in lg)
+
+
+def test_crash(outcomes: dict[str, Outcome]) -> None:
+    out = _run("crash", outcomes)
+    _assert_finite(out)
+    kills = TINY.crash_kills
+    figures = {r.workload.removeprefix(f"crash {kills} kills"): fig(r) for r in _rows(out, LIFT)}
+    assert figures[" resumes = reference"] == kills
+    assert figures[" nodes run twice"] == 0
+    assert 0 < figures[" resume time"] < 10_000  # ms
+    assert 0 <= figures[""] <= kills
+    assert [t.status for t in out.targets[:3]] == ["PASS", "PASS", "PASS"]
 
 
 def test_check_rejects_a_wrong_answer() -> None:

@@ -21,6 +21,7 @@ NAMES: dict[str, str] = {
     "merge": "merge",
     "dspy_rag": "dspy_rag",
     "durability": "durability",
+    "crash": "crash",
 }
 
 
