@@ -62,17 +62,21 @@ def test_resume_after_kill_equals_the_uninterrupted_run(
     if r["killed"]:
         assert r["returncode"] == -9
         journaled = r["journaled_at_kill"]
-        # The kill landed mid-run: some nodes committed, not all.
-        assert 0 < len(journaled) < crash.NODE_COUNT, journaled
+        # The run had not finished (on a slow machine a kill may even come before the
+        # first commit; test_most_kills_landed_mid_run checks that most did not).
+        assert len(journaled) < crash.NODE_COUNT, journaled
         # A node logged its line iff its completion was committed.
         assert sorted(journaled) == r["side_at_kill"]
     else:
         assert r["returncode"] == 0  # the delay fell past the end of the run
 
 
-def test_at_least_four_kills_landed(runs: dict[int, dict[str, Any]]) -> None:
+def test_most_kills_landed_mid_run(runs: dict[int, dict[str, Any]]) -> None:
     killed = [seed for seed, r in runs.items() if r["killed"]]
     assert len(killed) >= 4, {s: (r["returncode"], r["delay_s"]) for s, r in runs.items()}
+    # Mid-run: some nodes committed, not all.
+    mid = [s for s in killed if runs[s]["journaled_at_kill"]]
+    assert len(mid) >= 3, {s: len(runs[s]["journaled_at_kill"]) for s in killed}
 
 
 @pytest.mark.asyncio
