@@ -24,8 +24,10 @@ from lift_graph import (  # noqa: E402
     DSPyNode,
     End,
     Graph,
+    Limits,
     MemoryStore,
     Pipeline,
+    ProviderLimit,
     RunContext,
     SQLiteStore,
     Store,
@@ -214,3 +216,28 @@ async def test_a_bad_policy_is_refused() -> None:
         CachePolicy(ttl=-1)
     with pytest.raises(ConfigurationError, match="version"):
         CachePolicy(version=2)  # type: ignore[arg-type]
+
+
+@dataclass
+class Metered(BaseNode[Calc]):
+    provider = "llm"
+    reads = frozenset({"x"})
+    writes = frozenset({"out"})
+    cache = CachePolicy()
+
+    async def run(self, ctx: RunContext[Calc]) -> End[int]:
+        RUNS["metered"] += 1
+        ctx.state.out = ctx.state.x + 1
+        return End(ctx.state.out)
+
+
+async def test_a_hit_takes_no_rate_permit() -> None:
+    RUNS.clear()
+    store = MemoryStore()
+    limits = Limits(providers={"llm": ProviderLimit(rpm=1)})
+    metered = Graph([Metered])
+    first = await metered.run(Metered(), state=Calc(x=1), cache=store, limits=limits)
+    # The one request of this minute is spent: a node taking a permit would wait ~60 s.
+    second = await metered.run(Metered(), state=Calc(x=1), cache=store, limits=limits, timeout=10)
+    assert first.output == second.output == 2
+    assert RUNS["metered"] == 1 and second.cache_hits == 1
