@@ -130,22 +130,38 @@ def _short(value: Any) -> str:
 
 
 _PLANS: dict[type, tuple[tuple[str, Any], ...]] = {}
+_END_TYPES: dict[type, Any] = {}
+_FIELD_TYPES: dict[Any, dict[str, Any]] = {}
+_FINGERPRINTS: dict[Any, str] = {}
+
+
+def _memo(cache: dict[Any, Any], key: Any, make: Callable[[Any], Any]) -> Any:
+    """``make(key)``, computed once per key: type resolution is slow, and every
+    run of a graph asks again for the same classes."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    value = make(key)
+    if len(cache) > 4096:  # classes made in a loop: do not keep them all alive
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _node_plan(cls: type) -> tuple[tuple[str, Any], ...]:
     """A dataclass node's ``(field, annotation)`` pairs, resolved once per class."""
-    plan = _PLANS.get(cls)
-    if plan is None:
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:  # noqa: BLE001 - unresolvable: dump values untyped
-            hints = {}
-        fields = dataclasses.fields(cls)
-        plan = tuple((f.name, hints.get(f.name)) for f in fields if f.init)
-        if len(_PLANS) > 4096:  # classes made in a loop: do not keep them all alive
-            _PLANS.clear()
-        _PLANS[cls] = plan
+    plan: tuple[tuple[str, Any], ...] = _memo(_PLANS, cls, _make_plan)
     return plan
+
+
+def _make_plan(cls: type) -> tuple[tuple[str, Any], ...]:
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable: dump values untyped
+        hints = {}
+    fields = dataclasses.fields(cls)
+    return tuple((f.name, hints.get(f.name)) for f in fields if f.init)
 
 
 def end_type(cls: type) -> Any:
@@ -197,8 +213,7 @@ class Codec:
     def __init__(self, by_name: Mapping[str, type], state_type: type) -> None:
         self.by_name = by_name
         self.state_type = state_type
-        self._field_types = _field_types(state_type)
-        self._end_types: dict[type, Any] = {}
+        self._field_types: dict[str, Any] = _memo(_FIELD_TYPES, state_type, _field_types)
 
     # -- nodes ------------------------------------------------------------------
     def dump_node(self, node: Any, where: str) -> dict[str, Any]:
@@ -318,11 +333,7 @@ class Codec:
         return _load(data, self._end_type(cls), f"End value of node {cls.__name__}")
 
     def _end_type(self, cls: type) -> Any:
-        try:
-            return self._end_types[cls]
-        except KeyError:
-            tp = self._end_types[cls] = end_type(cls)
-            return tp
+        return _memo(_END_TYPES, cls, end_type)
 
     def _dump_opt(self, node: Any, where: str) -> dict[str, Any] | None:
         return None if node is None else self.dump_node(node, where)
@@ -401,10 +412,15 @@ class Codec:
 
     def state_fingerprint(self) -> str:
         """What must not change between writing a run and resuming it."""
-        tp = self.state_type
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return json.dumps(tp.model_json_schema(), sort_keys=True)
-        return repr(sorted((k, repr(v)) for k, v in self._field_types.items()))
+        fingerprint: str = _memo(_FINGERPRINTS, self.state_type, _fingerprint)
+        return fingerprint
+
+
+def _fingerprint(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return json.dumps(tp.model_json_schema(), sort_keys=True)
+    fields = _memo(_FIELD_TYPES, tp, _field_types)
+    return repr(sorted((k, repr(v)) for k, v in fields.items()))
 
 
 def _load_ref(ref: str | None) -> Any:

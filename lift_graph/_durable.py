@@ -41,7 +41,6 @@ class Replay:
     out: Any
     attempts: int
     ms: float
-    cached: bool = False
 
 
 @dataclass(slots=True)
@@ -180,7 +179,7 @@ class Durable:
         if hit is not None:
             self.hits += 1
             self._apply(hit.data, branch)
-            return Replay(self._load_out(node, hit.data["ret"]), 0, 0.0, cached=True)
+            return Replay(self._load_out(node, hit.data["ret"]), 0, 0.0)
         self.misses += 1
         names = self._writable(node, branch.state)
         return _Pending(ckey, policy, self.codec.dump_fields(branch.state, names, "", key))
@@ -248,17 +247,14 @@ class Durable:
         if self.store is None or key in self._nodes:
             return
         name = type(node).__name__
-        writes = getattr(node, "writes", None)
         data: dict[str, Any] = {
             "node": self.codec.dump_node(node, key),
             "ret": self.codec.dump_return(node, out, key),
-            "writes": self.codec.dump_fields(
-                state, field_names(state) if writes is None else writes, name, key
-            ),
+            "writes": self.codec.dump_fields(state, self._writable(node, state), name, key),
             "attempts": record.attempts,
             "ms": record.execution_time_ms,
         }
-        if writes is None and isinstance(state, dict):
+        if getattr(node, "writes", None) is None and isinstance(state, dict):
             data["replace"] = True
         self._commit(self._entry(key, "node", name, data))
 
@@ -266,11 +262,9 @@ class Durable:
         if self.store is None:
             return
         asked = self._asked.get(key)
-        rnd = (
-            0 if asked is None else asked.round + (1 if (key, asked.round) in self._answers else 0)
-        )
-        if asked is not None and rnd == asked.round:
+        if asked is not None and (key, asked.round) not in self._answers:
             return  # re-asked from the journal: already stored
+        rnd = 0 if asked is None else asked.round + 1  # a follow-up to an answer
         data = {"value": self.codec_plain(value, key)}
         entry = self._entry(key, "interrupt", type(node).__name__, data, rnd)
         self._asked[key] = entry

@@ -16,7 +16,7 @@ from .blocks import Fork, Pipeline
 from .errors import InvalidReturnError, UnknownNodeError
 from .node import End, is_node
 
-__all__ = ["Edges", "mark_failed", "member_value", "route"]
+__all__ = ["Edges", "mark_failed", "member_value", "route", "set_record_error"]
 
 #: (source class, target class, kind) transitions seen, for diagrams.
 Edges = set[tuple[str, str, str]]
@@ -104,10 +104,17 @@ def mark_failed(
     Routing runs after the runner recorded a success; a bad return still fails
     that execution, so its record must say so. Returns the new record tuple.
     """
+    return set_record_error(records, key, f"{type(exc).__name__}: {exc}")
+
+
+def set_record_error(
+    records: list[tuple[Any, ...]], key: str, error: str
+) -> tuple[Any, ...] | None:
+    """Give the latest record of execution ``key`` the ``error`` (a failure's text,
+    or a status such as ``INTERRUPTED``); returns the new record tuple."""
     for i in range(len(records) - 1, -1, -1):
         if records[i][0] == key:
             # Through NodeRecord, so fields added to it later keep their values.
-            record = NodeRecord._make(records[i])._replace(error=f"{type(exc).__name__}: {exc}")
-            records[i] = tuple(record)
+            records[i] = tuple(NodeRecord._make(records[i])._replace(error=error))
             return records[i]
     return None

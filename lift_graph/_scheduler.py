@@ -26,7 +26,7 @@ from ._join_journal import PAUSE, WAIT, force_statuses, forced_decision, join_en
 from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_winner
 from ._merge import merge_fork
 from ._pipelines import PipelineBlocks
-from ._routing import mark_failed, route
+from ._routing import mark_failed, route, set_record_error
 from ._runner import INTERRUPTED, NodeRecord, RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
@@ -75,11 +75,7 @@ class Scheduler(PipelineBlocks):
 
     def _pause(self, key: str, node: Any, value: Any) -> Paused:
         self.interrupts[key] = value
-        for i in range(len(self.records) - 1, -1, -1):
-            if self.records[i][0] == key:
-                record = NodeRecord._make(self.records[i])._replace(error=INTERRUPTED)
-                self.records[i] = tuple(record)
-                break
+        set_record_error(self.records, key, INTERRUPTED)
         if self.durable is not None:
             self.durable.interrupted(key, node, value)
         return Paused(key)
