@@ -36,6 +36,7 @@ from .errors import NodeTimeoutError as NodeTimeoutError
 from .errors import ParallelError as ParallelError
 from .errors import ParallelExecutionError as ParallelExecutionError
 from .errors import PipelineCycleError as PipelineCycleError
+from .errors import RateLimited as RateLimited
 from .errors import ReplayedError as ReplayedError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
@@ -62,6 +63,7 @@ from .limits import Limiter as Limiter
 from .limits import Limits as Limits
 from .limits import MonotonicClock as MonotonicClock
 from .limits import ProviderLimit as ProviderLimit
+from .limits import ProviderStatus as ProviderStatus
 from .node import BaseNode as BaseNode
 from .node import End as End
 from .node import Interrupt as Interrupt
@@ -94,6 +96,7 @@ __all__ = [
     "GraphState",
     "Interrupt",
     "RunNotFoundError",
+    "RateLimited",
     "ReplayedError",
     "IncompatibleRunError",
     "CheckpointError",
@@ -140,6 +143,7 @@ __all__ = [
     "Pipeline",
     "PipelineCycleError",
     "ProviderLimit",
+    "ProviderStatus",
     "Reducer",
     "Retry",
     "RunContext",

@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
+from ._counters import Slots as _Slots
 from ._durable import Replay
 from ._plan import state_type_of
+from ._rate_signals import rate_limit_of
 from ._state import (
     Branch,
     NodeGuard,
@@ -30,12 +32,13 @@ from ._state import (
 )
 from ._text import short_repr
 from .errors import (
+    ConfigurationError,
     InvalidStateError,
     NodeExecutionError,
     NodeTimeoutError,
     StateValidationError,
 )
-from .limits import Limits, _Slots
+from .limits import Limits
 from .node import RunContext, validate_node_attributes
 
 __all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord", "RunSettings", "check_state", "run_node"]
@@ -194,6 +197,24 @@ def _refused(
         records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
 
 
+def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Limits) -> int:
+    """Tokens to reserve for ``node``'s call: 0 unless its provider has a tpm limit.
+
+    :raises ConfigurationError: the estimate is not an int >= 0.
+    """
+    if provider is None or not limits.reserves_tokens(provider):
+        return 0
+    estimate = getattr(node, "estimate_tokens", None)
+    value = estimate(state) if callable(estimate) else getattr(node, "estimated_tokens", None)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"node {name}'s estimated_tokens must be an int >= 0 or None, got {value!r}",
+        )
+    return value
+
+
 def cancel_requested() -> bool:
     """Whether a ``CancelledError`` caught in this task was asked for (the task is
     being cancelled), not raised by user code on its own."""
@@ -250,18 +271,26 @@ async def run_node(
                 records.append(tuple(record))
             return early.out, ctx, record
         pending = early
-    snapshot = _retry_snapshot(branch, writes) if retry is not None else None
+    # A provider's node may be refused (429) and run again: it gets a snapshot too.
+    again = retry is not None or provider is not None
+    snapshot = _retry_snapshot(branch, writes) if again else None
     # execution_time_ms counts time inside `run` only: not slot waits, not backoff.
     started: float | None = None
     running = 0.0
     attempt = 0
+    #: Attempts the provider refused (429): they spend its budget, not `retry`'s.
+    throttled = 0
+    tokens = -1  # the tpm reservation, estimated once when first needed
     while True:
         attempt += 1
         ctx.attempt = attempt
         ctx.tokens_used = 0
         permit = None
+        paused = False
         if limits is not None:
-            permit = await limits.acquire(provider, settings.run_slots)
+            if tokens < 0:
+                tokens = _estimate(node, name, branch.state, provider, limits)
+            permit = await limits.acquire(provider, settings.run_slots, tokens)
         elif settings.run_slots is not None:
             await settings.run_slots.acquire()
         began = time.perf_counter()
@@ -319,7 +348,25 @@ async def run_node(
                 error.attempt = attempt
                 if error.node is None:
                     error.node = name
-            if retry is None or not retry.should_retry(error, attempt):
+            signal = rate_limit_of(error)
+            if signal is not None:
+                if limits is None:  # back-pressure needs somewhere to pause: its own
+                    limits = settings.limits = Limits()
+                target = signal.provider or provider
+                if throttled < limits.max_rate_limit_retries(target):
+                    throttled += 1
+                    paused = True
+                    limits.rate_limited(permit, target, signal, settings.rng)
+                else:  # the provider's budget is spent; the node's Retry does not apply
+                    error.add_note(
+                        f"node {name} was refused by provider {target!r} {throttled + 1} times; "
+                        "raise ProviderLimit(max_rate_limit_retries=...) or lower the load"
+                    )
+            if not paused and (
+                signal is not None
+                or retry is None
+                or not retry.should_retry(error, attempt - throttled)
+            ):
                 if records is not None:
                     records.append(
                         (
@@ -365,11 +412,16 @@ async def run_node(
             running += time.perf_counter() - began
             if permit is not None:
                 assert limits is not None
+                if ctx._rate_report is not None:
+                    limits.reported(permit, ctx._rate_report)
+                    ctx._rate_report = None
                 limits.release(permit, ctx.tokens_used)
             elif settings.run_slots is not None:
                 settings.run_slots.release()
+        if paused:
+            continue  # the provider's pause is waited out in `acquire`, holding no slot
         # Back off holding no slot (released in `finally` above).
-        delay = retry.delay(attempt, settings.rng.random())
+        delay = retry.delay(attempt - throttled, settings.rng.random())
         if limits is not None:
             await limits.clock.sleep(delay)
         else:

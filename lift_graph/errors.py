@@ -30,6 +30,8 @@ Every error the engine raises on purpose is defined here::
     ├── ParallelError                        `run_parallel` tasks failed (sorted TaskErrors)
     ├── TaskError                            one failed `run_parallel` task (key, type, message)
     ├── StepLimitError (RecursionError)      a path ran more than `max_steps` nodes
+    ├── RateLimited                          a provider said "too many requests" (429):
+    │                                        pauses the node's whole provider
     ├── DeterminismError (AssertionError)    runs of one graph on one input disagreed
     ├── CanonicalizationError (TypeError)    a value to hash (vote, determinism) has no
     │                                        canonical form
@@ -72,6 +74,7 @@ __all__ = [
     "NodeTimeoutError",
     "ParallelError",
     "ParallelExecutionError",
+    "RateLimited",
     "IncompatibleRunError",
     "ReplayedError",
     "RunNotFoundError",
@@ -363,6 +366,38 @@ class StepLimitError(LiftGraphError, RecursionError):
         self.node_key = node_key
         self.max_steps = max_steps
         self.execution_id = execution_id
+
+
+class RateLimited(LiftGraphError):
+    """A provider refused a call for now: raise it from a node to pause its provider.
+
+    The engine treats it (and any error with HTTP status 429 it recognizes: httpx,
+    openai, litellm / DSPy, pydantic-ai) as back-pressure, not as the node's failure:
+    nothing on the node's provider starts until ``retry_after`` seconds have passed
+    (a per-provider exponential backoff with jitter when ``None``), in every run
+    sharing the ``Limits``, and the node then runs again. These retries count against
+    ``ProviderLimit.max_rate_limit_retries``, not the node's ``Retry``. ``provider``
+    overrides the node's own ``provider`` attribute when given.
+    """
+
+    def __init__(
+        self,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        *,
+        message: str | None = None,
+    ) -> None:
+        if retry_after is not None and not (
+            isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool)
+        ):
+            raise TypeError(f"RateLimited.retry_after must be seconds or None, got {retry_after!r}")
+        if message is None:
+            who = f"provider {provider!r}" if provider else "the provider"
+            wait = f"; retry after {retry_after:g} s" if retry_after is not None else ""
+            message = f"rate limited by {who}{wait}"
+        super().__init__(message)
+        self.retry_after = None if retry_after is None else max(0.0, float(retry_after))
+        self.provider = provider
 
 
 class DeterminismError(LiftGraphError, AssertionError):

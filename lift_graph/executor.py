@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
+from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_for, reducers_of_types
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
 from ._plan import state_type_of
@@ -19,7 +20,7 @@ from ._runner import NodeRecord, RunSettings, run_node
 from ._state import Branch
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError
-from .limits import Limits, _Slots
+from .limits import Limits
 from .node import End, NodeResult, RunContext, check_node, is_node
 
 __all__ = ["ParallelExecutor"]

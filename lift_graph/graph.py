@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._config import check_count, check_number
+from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_of_types
 from ._plan import node_edges, state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
@@ -22,7 +23,7 @@ from ._scheduler import Paused, Scheduler
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
-from .limits import Limits, _Slots
+from .limits import Limits
 from .node import BaseNode, check_node
 from .store import GraphState, Store
 

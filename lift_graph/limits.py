@@ -17,16 +17,18 @@ Rate limits use a sliding window: at most ``rpm`` requests start in any window o
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import time
+import random
 import warnings
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
+from ._backpressure import Pressure, Start
 from ._config import check_count, check_number
+from ._counters import Rate as _Rate
+from ._counters import Slots as _Slots
+from ._rate_signals import RateSignal
+from .clock import Clock, FakeClock, MonotonicClock
 from .errors import ConfigurationError, UnknownProviderWarning
 
 __all__ = [
@@ -37,67 +39,8 @@ __all__ = [
     "MonotonicClock",
     "Permit",
     "ProviderLimit",
+    "ProviderStatus",
 ]
-
-
-@runtime_checkable
-class Clock(Protocol):
-    """Where the limiter reads time and waits."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class FakeClock:
-    """Virtual time that jumps to the next sleeper's deadline once the loop is idle.
-
-    Every ``sleep`` parks the caller until virtual time reaches its deadline; a
-    driver task lets the other tasks run for a few loop turns, then jumps time to
-    the earliest deadline. Use it where all waiting goes through the clock (rate-limit
-    tests), so a 60 s window takes milliseconds of real time.
-    """
-
-    def __init__(self, start: float = 0.0, *, idle_turns: int = 8) -> None:
-        self._now = start
-        self._idle_turns = idle_turns
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-        self._driver: asyncio.Task[None] | None = None
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._heap, (self._now + max(0.0, seconds), next(self._seq), fut))
-        if self._driver is None or self._driver.done():
-            self._driver = loop.create_task(self._drive(), name="lift_graph.FakeClock")
-        await fut
-
-    async def _drive(self) -> None:
-        while self._heap:
-            for _ in range(self._idle_turns):
-                await asyncio.sleep(0)
-            if not self._heap:
-                return
-            deadline = self._heap[0][0]
-            self._now = max(self._now, deadline)
-            while self._heap and self._heap[0][0] <= self._now:
-                _, _, fut = heapq.heappop(self._heap)
-                if not fut.done():
-                    fut.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,105 +55,31 @@ class ProviderLimit:
     rpm: int | None = None
     tpm: int | None = None
     window: float = 60.0
+    #: Halve the provider's concurrency on a 429 and grow it back by one per round
+    #: of accepted calls, never above ``concurrency`` (which it requires).
+    adaptive: bool = False
+    #: Times one node execution may be paused by a 429 and run again before the
+    #: rate-limit error fails it. These do not count against the node's ``Retry``.
+    max_rate_limit_retries: int = 8
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "rpm", "tpm"):
             check_count(f"ProviderLimit.{name}", getattr(self, name))
         check_number("ProviderLimit.window", self.window, strictly_above=True)
-
-
-class _Slots:
-    """A FIFO counting semaphore with a no-await fast path and a peak gauge.
-
-    Not bound to an event loop: waiter futures come from the caller's loop.
-    """
-
-    __slots__ = ("limit", "in_use", "peak", "_waiters")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
-        self.peak = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def try_acquire(self) -> bool:
-        if self.in_use < self.limit and not self._waiters:
-            self.in_use += 1
-            if self.in_use > self.peak:
-                self.peak = self.in_use
-            return True
-        return False
-
-    async def acquire(self) -> None:
-        if self.try_acquire():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # Granted and cancelled in the same turn: the slot is ours, pass it on.
-                self.release()
-            else:
-                self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        # A release hands the slot straight to the oldest waiter (in_use unchanged).
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.in_use -= 1
-
-
-class _Rate:
-    """Sliding-window request and token counters of one provider."""
-
-    __slots__ = ("limit", "requests", "tokens", "_token_total")
-
-    def __init__(self, limit: ProviderLimit) -> None:
-        self.limit = limit
-        self.requests: deque[float] = deque()
-        self.tokens: deque[tuple[float, int]] = deque()
-        self._token_total = 0
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until one more request may start (0: now)."""
-        window = self.limit.window
-        horizon = now - window
-        requests, tokens = self.requests, self.tokens
-        while requests and requests[0] <= horizon:
-            requests.popleft()
-        while tokens and tokens[0][0] <= horizon:
-            self._token_total -= tokens.popleft()[1]
-        wait = 0.0
-        if self.limit.rpm is not None and len(requests) >= self.limit.rpm:
-            wait = requests[len(requests) - self.limit.rpm] + window - now
-        if self.limit.tpm is not None and self._token_total >= self.limit.tpm:
-            # Wait until enough old tokens leave the window to drop below the limit.
-            excess = self._token_total - self.limit.tpm
-            for stamp, amount in tokens:
-                excess -= amount
-                if excess < 0:
-                    wait = max(wait, stamp + window - now)
-                    break
-        return wait
-
-    def record_request(self, now: float) -> None:
-        if self.limit.rpm is not None:
-            self.requests.append(now)
-
-    @property
-    def token_total(self) -> int:
-        return self._token_total
-
-    def record_tokens(self, now: float, amount: int) -> None:
-        if self.limit.tpm is not None and amount > 0:
-            self.tokens.append((now, amount))
-            self._token_total += amount
+        if not isinstance(self.adaptive, bool):
+            raise ConfigurationError(
+                f"ProviderLimit.adaptive must be a bool, got {self.adaptive!r}"
+            )
+        if self.adaptive and self.concurrency is None:
+            raise ConfigurationError(
+                "ProviderLimit(adaptive=True) adapts the provider's concurrency below a cap: "
+                "give the cap too, e.g. ProviderLimit(concurrency=64, adaptive=True)"
+            )
+        retries = self.max_rate_limit_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(
+                f"ProviderLimit.max_rate_limit_retries must be an int >= 0, got {retries!r}"
+            )
 
 
 @dataclass(slots=True)
@@ -221,14 +90,45 @@ class Permit:
     run_slots: _Slots | None
     global_slot: bool
     provider_slot: bool
+    #: This start in the provider's back-pressure window (None when not counted).
+    start: Start | None = None
+    #: The tokens reserved for this call (``[time, tokens]`` in the tpm window).
+    reservation: list[Any] | None = None
+    #: The provider refused this call (429): its tokens are not charged.
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """A snapshot of one provider's back-pressure (``Limits.status(provider)``)."""
+
+    #: Calls the provider refused (429) so far.
+    refusals: int
+    #: Every pause decided, as ``(from, until)`` clock times.
+    pauses: tuple[tuple[float, float], ...]
+    #: When the current pause ends (clock time), None when not paused.
+    paused_until: float | None
+    #: Requests per window learned from the provider, None until it said anything.
+    learned_rpm: int | None
+    #: The provider's concurrency cap now (lower than configured after 429s when
+    #: ``adaptive``), None without one.
+    concurrency: int | None
+    #: Most tokens ever counted in one tpm window, reserved or settled.
+    peak_tokens: int
 
 
 class Limiter(Protocol):
     """The seam: anything that grants and takes back run permits."""
 
-    async def acquire(self, provider: str | None, run_slots: _Slots | None) -> Permit: ...
+    async def acquire(
+        self, provider: str | None, run_slots: _Slots | None, tokens: int = 0
+    ) -> Permit: ...
 
     def release(self, permit: Permit, tokens: int = 0) -> None: ...
+
+    def rate_limited(
+        self, permit: Permit | None, provider: str | None, signal: RateSignal, rng: random.Random
+    ) -> float: ...
 
 
 class Limits:
@@ -285,6 +185,7 @@ class Limits:
             n: _Slots(p.concurrency) for n, p in self.providers.items() if p.concurrency
         }
         self._rates = {n: _Rate(p) for n, p in self.providers.items() if p.rpm is not None or p.tpm}
+        self._pressure: dict[str | None, Pressure] = {}
         # The counters are plain (not thread-safe) and their waiters are futures of
         # one loop: remember it while anyone is acquiring or holding a permit.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -348,14 +249,35 @@ class Limits:
         slots = self._provider_slots.get(provider) if provider else self._global
         return slots.in_use if slots else 0
 
+    def status(self, provider: str | None) -> ProviderStatus:
+        """What back-pressure has done to ``provider`` so far (a snapshot)."""
+        pressure = self._pressure.get(provider)
+        rate = self._rates.get(provider) if provider is not None else None
+        slots = self._provider_slots.get(provider) if provider is not None else None
+        now = self.clock.now()
+        paused = pressure is not None and pressure.paused_until > now
+        return ProviderStatus(
+            refusals=pressure.refusals if pressure else 0,
+            pauses=tuple(pressure.pauses) if pressure else (),
+            paused_until=pressure.paused_until if pressure and paused else None,
+            learned_rpm=pressure.learned if pressure else None,
+            concurrency=slots.limit if slots else None,
+            peak_tokens=rate.peak_tokens if rate else 0,
+        )
+
     # -- the Limiter protocol ----------------------------------------------------
-    async def acquire(self, provider: str | None, run_slots: _Slots | None = None) -> Permit:
+    async def acquire(
+        self, provider: str | None, run_slots: _Slots | None = None, tokens: int = 0
+    ) -> Permit:
         """Wait for every slot ``provider``'s node needs, in a fixed order.
 
         Order: provider concurrency, the run's own slots, the global slot, then the
-        rate window. Rate waits hand the run and global slots back first, so a node
-        waiting on its provider's window never blocks another provider's node.
-        Cancellation while waiting gives back whatever was taken.
+        provider's windows (rpm, ``tokens`` reserved against tpm) and its back-pressure
+        (a pause after a 429, the pace learned from it). These waits hand the run and
+        global slots back first, so a node waiting on its provider never blocks another
+        provider's node. Cancellation while waiting gives back whatever was taken.
+
+        :raises ConfigurationError: ``tokens`` can never fit in the provider's tpm.
         """
         loop = asyncio.get_running_loop()
         if self._users and self._loop is not loop:
@@ -364,10 +286,16 @@ class Limits:
                 "run_sync inside Jupyter): share one Limits object between runs of one "
                 "event loop only"
             )
-        self._loop = loop
-        self._users += 1
         pslots = self._provider_slots.get(provider) if provider else None
         rate = self._rates.get(provider) if provider else None
+        pressure = self._pressure_of(provider)
+        if rate is not None and rate.limit.tpm is not None and tokens > rate.limit.tpm:
+            raise ConfigurationError(
+                f"a call estimated at {tokens} tokens can never fit provider {provider!r}'s "
+                f"tpm={rate.limit.tpm}: lower the node's estimated_tokens or raise tpm"
+            )
+        self._loop = loop
+        self._users += 1
         try:
             if pslots is not None:
                 await pslots.acquire()
@@ -375,45 +303,139 @@ class Limits:
             self._users -= 1
             raise
         try:
-            while True:
-                if run_slots is not None:
-                    await run_slots.acquire()
-                try:
-                    if self._global is not None:
-                        await self._global.acquire()
-                except BaseException:
-                    if run_slots is not None:
-                        run_slots.release()
-                    raise
-                if rate is None:
-                    break
-                now = self.clock.now()
-                wait = rate.wait_time(now)
-                if wait <= 0:
-                    rate.record_request(now)
-                    break
-                if self._global is not None:
-                    self._global.release()
-                if run_slots is not None:
-                    run_slots.release()
-                await self.clock.sleep(wait)
+            permit = await self._take(provider, run_slots, pslots, rate, pressure, tokens)
         except BaseException:
             if pslots is not None:
                 pslots.release()
             self._users -= 1
             raise
-        return Permit(provider, run_slots, self._global is not None, pslots is not None)
+        return permit
+
+    async def _take(
+        self,
+        provider: str | None,
+        run_slots: _Slots | None,
+        pslots: _Slots | None,
+        rate: _Rate | None,
+        pressure: Pressure | None,
+        tokens: int,
+    ) -> Permit:
+        """The run and global slots, then the provider's windows, waiting without them."""
+        clock = self.clock
+        while True:
+            if run_slots is not None:
+                await run_slots.acquire()
+            try:
+                if self._global is not None:
+                    await self._global.acquire()
+            except BaseException:
+                if run_slots is not None:
+                    run_slots.release()
+                raise
+            if rate is None and pressure is None:
+                return Permit(provider, run_slots, self._global is not None, pslots is not None)
+            now = clock.now()
+            wait = rate.wait_time(now, tokens) if rate is not None else 0.0
+            if pressure is not None:
+                wait = max(wait, pressure.wait_time(now))
+            if wait <= 0:
+                reservation = None
+                if rate is not None:
+                    rate.record_request(now)
+                    reservation = rate.reserve(now, tokens)
+                start = pressure.start(now) if pressure is not None else None
+                return Permit(
+                    provider,
+                    run_slots,
+                    self._global is not None,
+                    pslots is not None,
+                    start,
+                    reservation,
+                )
+            if self._global is not None:
+                self._global.release()
+            if run_slots is not None:
+                run_slots.release()
+            await clock.sleep(wait)
 
     def release(self, permit: Permit, tokens: int = 0) -> None:
-        """Give back a permit; ``tokens`` spent are charged to the provider's window."""
+        """Give back a permit; ``tokens`` spent settle the call's tpm reservation.
+
+        With no tokens reported the reservation stands (the estimate is all we know);
+        a refused call (429) is charged nothing.
+        """
         self._users -= 1
         if permit.global_slot and self._global is not None:
             self._global.release()
         if permit.run_slots is not None:
             permit.run_slots.release()
-        if permit.provider is not None:
-            if permit.provider_slot:
-                self._provider_slots[permit.provider].release()
-            rate = self._rates.get(permit.provider)
-            if rate is not None and tokens:
+        provider = permit.provider
+        if provider is None:
+            return
+        if permit.provider_slot:
+            self._provider_slots[provider].release()
+        rate = self._rates.get(provider)
+        if rate is not None:
+            if permit.reservation is not None:
+                if permit.refused:
+                    rate.settle(permit.reservation, 0, self.clock.now())
+                elif tokens > 0:
+                    rate.settle(permit.reservation, tokens, self.clock.now())
+            elif tokens:
                 rate.record_tokens(self.clock.now(), tokens)
+        if not permit.refused:
+            pressure = self._pressure.get(provider)
+            if pressure is not None:
+                pressure.succeeded()
+
+    def rate_limited(
+        self, permit: Permit | None, provider: str | None, signal: RateSignal, rng: random.Random
+    ) -> float:
+        """The provider refused ``permit``'s call: pause it for every run sharing these
+        limits and learn its pace. Call before ``release``. Returns the pause (seconds).
+        """
+        pressure = self._pressure_of(provider, create=True)
+        assert pressure is not None
+        start = None
+        if permit is not None and permit.provider == provider:
+            permit.refused = True
+            start = permit.start
+        return pressure.refused(self.clock.now(), start, signal, rng)
+
+    def reported(self, permit: Permit, signal: RateSignal) -> None:
+        """Rate-limit headers of an accepted call (``RunContext.report_rate_limit``)."""
+        pressure = self._pressure_of(permit.provider)
+        if pressure is not None:
+            pressure.reported(self.clock.now(), permit.start, signal)
+
+    def _pressure_of(self, provider: str | None, *, create: bool = False) -> Pressure | None:
+        """The provider's back-pressure, created on first use for a named provider.
+
+        Nodes without a provider share one, created only once one of them is refused:
+        until then they pay nothing for it (and their pace cannot be learned).
+        """
+        pressure = self._pressure.get(provider)
+        if pressure is None and (provider is not None or create):
+            limit = self.providers.get(provider) if provider is not None else None
+            slots = (
+                self._provider_slots.get(provider)
+                if provider and limit and limit.adaptive
+                else None
+            )
+            pressure = Pressure(
+                limit.window if limit else 60.0, learn=provider is not None, slots=slots
+            )
+            self._pressure[provider] = pressure
+        return pressure
+
+    def max_rate_limit_retries(self, provider: str | None) -> int:
+        limit = self.providers.get(provider) if provider is not None else None
+        return (limit or _DEFAULT_PROVIDER).max_rate_limit_retries
+
+    def reserves_tokens(self, provider: str | None) -> bool:
+        """Whether ``provider`` has a tokens/min limit (so node estimates matter)."""
+        rate = self._rates.get(provider) if provider is not None else None
+        return rate is not None and rate.limit.tpm is not None
+
+
+_DEFAULT_PROVIDER = ProviderLimit()

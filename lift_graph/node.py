@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._config import check_count, check_number
+from ._rate_signals import RateSignal, signal_from_headers
 from ._state import MISSING
 from .errors import ConfigurationError, InvalidNodeError, MissingInputError
 
@@ -138,10 +139,22 @@ class RunContext(Generic[StateT]):
     tokens_used: int = 0
     #: A person's answer to this node's ``Interrupt``, given on resume; else None.
     answer: Any = None
+    #: The latest rate-limit headers the node reported (``report_rate_limit``).
+    _rate_report: RateSignal | None = field(default=None, repr=False, compare=False)
 
     def record_tokens(self, tokens: int) -> None:
         """Report tokens a node spent, charged against the provider's tokens/min limit."""
         self.tokens_used += max(0, int(tokens))
+
+    def report_rate_limit(self, headers: Mapping[str, Any]) -> None:
+        """Pass the headers of a provider's (accepted) response to the engine.
+
+        ``x-ratelimit-limit-requests`` / ``x-ratelimit-remaining-requests`` (and the
+        same in the spellings ``Limits`` knows) teach it the provider's pace before the
+        provider refuses anything, so a provider's rate is held without a single 429.
+        Headers of a refused call need not be reported: the error carries them.
+        """
+        self._rate_report = signal_from_headers(headers)
 
 
 @runtime_checkable
@@ -166,12 +179,20 @@ class BaseNode(Generic[StateT]):
     writes: ClassVar[frozenset[str] | None] = None
     retry: ClassVar[Retry | None] = None
     timeout: ClassVar[float | None] = None
+    #: Tokens one call is expected to spend: reserved against the provider's tpm
+    #: before ``run`` starts, settled with ``ctx.record_tokens`` after it.
+    estimated_tokens: ClassVar[int | None] = None
     #: Set to False for nodes whose output is not a function of their input.
     deterministic: ClassVar[bool] = True
 
     @classmethod
     def node_name(cls) -> str:
         return cls.__name__
+
+    def estimate_tokens(self, state: StateT) -> int | None:
+        """Tokens to reserve against the provider's tpm before a call (default:
+        ``estimated_tokens``). Only asked when the node's provider has a tpm limit."""
+        return self.estimated_tokens
 
     def extract_inputs(self, state: StateT) -> dict[str, Any]:
         """The node's inputs, read from ``state`` (default: every field in ``reads``).

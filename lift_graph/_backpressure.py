@@ -1,0 +1,197 @@
+"""Back-pressure of one provider: pauses after a 429, the pace it learns, adaptive slots.
+
+When a provider refuses (HTTP 429), every node on it waits, not only the one that
+was refused: the provider pauses until its hint (``Retry-After``) or, without one,
+for a backoff that doubles per refusal episode, with jitter. Pausing alone would let
+a whole concurrency cap of calls rush in after every pause and be refused again, so
+the provider's rate is also *learned*: the requests it accepted in the last window
+when it refused, or its own ``x-ratelimit-limit`` / ``-remaining`` headers when the
+node reports them. From then on starts are paced to that many per window, and the
+pace grows back by 1% per window without a refusal (one request at a time), in case
+it was learned low.
+
+Time comes from the ``Limits`` clock; all state lives in one ``Pressure`` per provider,
+shared by every run that shares the ``Limits``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._rate_signals import RateSignal
+
+if TYPE_CHECKING:
+    from ._counters import Slots as _Slots
+
+__all__ = ["BACKOFF_BASE", "Pressure", "Start"]
+
+#: First backoff (seconds) of a refusal without a hint; doubles per episode.
+BACKOFF_BASE = 1.0
+#: The learned pace grows by this fraction per calm window (at least one request).
+_GROWTH = 0.01
+
+
+class Start:
+    """One request start on a provider, counted until it leaves the window."""
+
+    __slots__ = ("time", "count")
+
+    def __init__(self, time: float, count: int) -> None:
+        self.time = time
+        #: Accepted starts in the window when this one started, itself included.
+        self.count = count
+
+
+class Pressure:
+    """What one provider told us, and the waits that follow from it."""
+
+    __slots__ = (
+        "window",
+        "learn",
+        "paused_until",
+        "episode",
+        "streak",
+        "learned",
+        "ceiling",
+        "calm_since",
+        "probing",
+        "starts",
+        "refusals",
+        "pauses",
+        "slots",
+        "cap",
+        "_grown",
+    )
+
+    def __init__(self, window: float, *, learn: bool = True, slots: _Slots | None = None) -> None:
+        self.window = window
+        #: Whether starts are counted (a provider known from the first start): only
+        #: then can the accepted count teach the pace.
+        self.learn = learn
+        self.paused_until = -math.inf
+        #: When the current pause was decided: refusals of requests that started
+        #: before it belong to the same episode and do not double the backoff.
+        self.episode = -math.inf
+        self.streak = 0
+        #: Requests per window the provider accepts, once learned.
+        self.learned: int | None = None
+        #: The provider's own stated limit (a header): the pace never grows above it.
+        self.ceiling: int | None = None
+        self.calm_since = -math.inf
+        self.probing = False
+        self.starts: deque[Start] = deque()
+        #: Gauges: refusals seen, and every pause decided as (from, until).
+        self.refusals = 0
+        self.pauses: list[tuple[float, float]] = []
+        #: Adaptive concurrency: the provider's slots and their configured cap.
+        self.slots = slots
+        self.cap = slots.limit if slots is not None else 0
+        self._grown = 0
+
+    # -- waiting ------------------------------------------------------------------
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more request may start on this provider (0: now)."""
+        if self.paused_until > now:
+            return self.paused_until - now
+        learned = self.learned
+        if learned is None:
+            return 0.0
+        starts = self._prune(now)
+        if now - self.calm_since >= self.window and (
+            self.ceiling is None or learned < self.ceiling
+        ):
+            # One request at a time, spread over the window: a probe above the real
+            # limit then costs one refusal, not a burst of them.
+            learned = self.learned = learned + 1
+            self.probing = True
+            self.calm_since = now - self.window + self.window / max(1.0, learned * _GROWTH)
+        if len(starts) < learned:
+            return 0.0
+        return starts[len(starts) - learned].time + self.window - now
+
+    def start(self, now: float) -> Start | None:
+        if not self.learn:
+            return None
+        starts = self._prune(now)
+        entry = Start(now, len(starts) + 1)
+        starts.append(entry)
+        return entry
+
+    def _prune(self, now: float) -> deque[Start]:
+        starts, horizon = self.starts, now - self.window
+        while starts and starts[0].time <= horizon:
+            starts.popleft()
+        return starts
+
+    # -- what the provider said ---------------------------------------------------
+    def refused(
+        self, now: float, entry: Start | None, signal: RateSignal, rng: random.Random
+    ) -> float:
+        """A 429: pause the provider and learn its pace; returns when the pause ends."""
+        self.refusals += 1
+        if entry is not None:
+            with contextlib.suppress(ValueError):  # ValueError: it left the window
+                self.starts.remove(entry)  # the provider did not count it
+        self._learn_from_refusal(now, signal)
+        # A refused probe of a grown pace is expected: the pace is learned back, but
+        # it is no new episode (no longer backoff, no cut of adaptive slots).
+        same_episode = self.probing or (entry is not None and entry.time < self.episode)
+        self.probing = False
+        if signal.retry_after is not None:
+            until = now + signal.retry_after
+        elif same_episode:
+            until = self.paused_until
+        else:
+            self.streak += 1
+            backoff = min(self.window, BACKOFF_BASE * 2.0 ** (self.streak - 1))
+            until = now + backoff * (0.5 + 0.5 * rng.random())
+        if not same_episode:
+            self._cut_slots()
+        if until > self.paused_until:
+            self.paused_until = until
+            self.episode = now
+            self.pauses.append((now, until))
+        self.calm_since = now
+        return max(0.0, self.paused_until - now)
+
+    def reported(self, now: float, entry: Start | None, signal: RateSignal) -> None:
+        """Headers of an accepted response: learn the pace before any refusal."""
+        if signal.limit is not None and signal.limit > 0:
+            self.ceiling = signal.limit
+            self._set_learned(now, signal.limit)
+        elif signal.remaining is not None and entry is not None and self.learn:
+            self._set_learned(now, max(1, entry.count + signal.remaining))
+
+    def succeeded(self) -> None:
+        """A call the provider accepted: the backoff resets, adaptive slots grow."""
+        self.streak = 0
+        slots = self.slots
+        if slots is not None and slots.limit < self.cap:
+            self._grown += 1
+            if self._grown >= slots.limit:  # additive increase: +1 per full round
+                self._grown = 0
+                slots.set_limit(slots.limit + 1)
+
+    def _learn_from_refusal(self, now: float, signal: RateSignal) -> None:
+        if signal.limit is not None and signal.limit > 0:
+            self.ceiling = signal.limit
+            self._set_learned(now, signal.limit)
+        elif self.learn:
+            self._set_learned(now, max(1, len(self._prune(now))))
+
+    def _set_learned(self, now: float, learned: int) -> None:
+        if self.ceiling is not None:
+            learned = min(learned, self.ceiling)
+        if self.learned is None:
+            self.calm_since = now
+        self.learned = learned
+
+    def _cut_slots(self) -> None:
+        slots = self.slots
+        if slots is not None:
+            self._grown = 0
+            slots.set_limit(max(1, slots.limit // 2))
