@@ -212,6 +212,12 @@ def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Li
         raise ConfigurationError(
             f"node {name}'s estimated_tokens must be an int >= 0 or None, got {value!r}",
         )
+    tpm = limits.providers[provider].tpm
+    if tpm is not None and value > tpm:
+        raise ConfigurationError(
+            f"node {name} estimates {value} tokens per call, which can never fit provider "
+            f"{provider!r}'s tpm={tpm}: lower its estimated_tokens or raise the tpm"
+        )
     return value
 
 

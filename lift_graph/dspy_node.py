@@ -40,6 +40,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -75,6 +76,8 @@ StateT = TypeVar("StateT")
 _N = TypeVar("_N")
 
 _NO_LM = "No LM is loaded"
+#: Output tokens reserved for an LM that sets no ``max_tokens``.
+DEFAULT_OUTPUT_TOKENS = 1000
 
 #: Per class: the keyword names its ``__init__`` takes, or None when it takes ``**kw``.
 _INIT_PARAMS: dict[type, frozenset[str] | None] = {}
@@ -301,6 +304,32 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
 
     async def run(self, ctx: RunContext[StateT]) -> Any:
         return End(await self.predict(ctx))
+
+    # -- limits -------------------------------------------------------------------
+    def estimate_tokens(self, state: StateT) -> int | None:
+        """Tokens to reserve against the provider's tpm before the call.
+
+        ``estimated_tokens`` when set; else the prompt (signature, demos and inputs,
+        about four characters a token, as OpenAI's guidance has it) plus the LM's
+        ``max_tokens`` (``DEFAULT_OUTPUT_TOKENS`` when it sets none): providers count
+        a call's ``max_tokens`` against tpm when they accept it.
+        """
+        if self.estimated_tokens is not None:
+            return self.estimated_tokens
+        import dspy
+
+        try:
+            inputs = self.extract_inputs(state)
+        except Exception:  # noqa: BLE001 - the call itself reports missing inputs
+            return None
+        module = self.module()
+        predictors = module.predictors() if hasattr(module, "predictors") else []
+        demos = [p.demos for p in predictors]
+        text = f"{_signature_text(signature_of(self))}{demos!r}{inputs!r}"
+        lm = self.lm if self.lm is not None else dspy.settings.lm
+        kwargs = getattr(lm, "kwargs", None) or {}
+        output = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
+        return math.ceil(len(text) / 4) + int(output or DEFAULT_OUTPUT_TOKENS)
 
     # -- durability ---------------------------------------------------------------
     def cache_fingerprint(self) -> dict[str, Any]:
