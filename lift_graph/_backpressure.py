@@ -7,8 +7,9 @@ a whole concurrency cap of calls rush in after every pause and be refused again,
 the provider's rate is also *learned*: the requests it accepted in the last window
 when it refused, or its own ``x-ratelimit-limit`` / ``-remaining`` headers when the
 node reports them. From then on starts are paced to that many per window, and the
-pace grows back by 1% per window without a refusal (one request at a time), in case
-it was learned low.
+pace grows back by 1% per window without a refusal (one request at a time, after a
+first calm window), in case it was learned low: other clients of the same account
+may have gone away.
 
 Time comes from the ``Limits`` clock; all state lives in one ``Pressure`` per provider,
 shared by every run that shares the ``Limits``.
@@ -57,7 +58,7 @@ class Pressure:
         "streak",
         "learned",
         "ceiling",
-        "calm_since",
+        "next_growth",
         "probing",
         "starts",
         "refusals",
@@ -81,7 +82,8 @@ class Pressure:
         self.learned: int | None = None
         #: The provider's own stated limit (a header): the pace never grows above it.
         self.ceiling: int | None = None
-        self.calm_since = -math.inf
+        #: When the learned pace may next grow by one request.
+        self.next_growth = math.inf
         self.probing = False
         self.starts: deque[Start] = deque()
         #: Gauges: refusals seen, and every pause decided as (from, until).
@@ -101,14 +103,12 @@ class Pressure:
         if learned is None:
             return 0.0
         starts = self._prune(now)
-        if now - self.calm_since >= self.window and (
-            self.ceiling is None or learned < self.ceiling
-        ):
-            # One request at a time, spread over the window: a probe above the real
-            # limit then costs one refusal, not a burst of them.
+        if now >= self.next_growth and (self.ceiling is None or learned < self.ceiling):
+            # One request at a time, spread out: a probe above the real limit then
+            # costs one refusal, not a burst of them.
             learned = self.learned = learned + 1
             self.probing = True
-            self.calm_since = now - self.window + self.window / max(1.0, learned * _GROWTH)
+            self.next_growth = now + self._growth_step(learned)
         if len(starts) < learned:
             return 0.0
         return starts[len(starts) - learned].time + self.window - now
@@ -155,7 +155,9 @@ class Pressure:
             self.paused_until = until
             self.episode = now
             self.pauses.append((now, until))
-        self.calm_since = now
+        # The pace grows again only after a full calm window of paced starts.
+        calm = max(now, self.paused_until)
+        self.next_growth = calm + max(self.window, self._growth_step(self.learned or 1))
         return max(0.0, self.paused_until - now)
 
     def reported(self, now: float, entry: Start | None, signal: RateSignal) -> None:
@@ -187,8 +189,12 @@ class Pressure:
         if self.ceiling is not None:
             learned = min(learned, self.ceiling)
         if self.learned is None:
-            self.calm_since = now
+            self.next_growth = now + max(self.window, self._growth_step(learned))
         self.learned = learned
+
+    def _growth_step(self, learned: int) -> float:
+        """Seconds between two growths: 1% of the pace per window, one at a time."""
+        return self.window / (learned * _GROWTH)
 
     def _cut_slots(self) -> None:
         slots = self.slots

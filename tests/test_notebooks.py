@@ -216,3 +216,25 @@ async def test_docs_durability_examples_run(capsys: pytest.CaptureFixture[str]) 
         "shipped with [('legal', 'ok'), ('ops', 'yes')]",
         "1 1 3",
     ]
+
+
+@pytest.mark.asyncio
+async def test_docs_backpressure_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "backpressure.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2, "docs/backpressure.md: update this test with its examples"
+    # The examples call asyncio.run, so they run outside the test's loop, in order.
+    namespace: dict[str, Any] = {"__name__": "docs_backpressure"}
+
+    def run_all() -> None:
+        for i, block in enumerate(blocks):
+            code = compile(block, f"docs/backpressure.md[{i}]", "exec", dont_inherit=True)
+            exec(code, namespace)
+
+    await asyncio.to_thread(run_all)
+    assert capsys.readouterr().out.splitlines() == [
+        "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
+        "1 refusals, learned 3 per minute",
+        "last call at t=180 s",
+        "True",
+    ]
