@@ -35,6 +35,7 @@ from .errors import (
     NodeTimeoutError,
     StateValidationError,
 )
+from .events import EventSink, NodeRetry, NodeStarted
 from .limits import Limits, _Slots
 from .node import RunContext, validate_node_attributes
 
@@ -96,6 +97,8 @@ class RunSettings:
     rng: random.Random = field(default_factory=random.Random)
     #: The run's journal and cache (``_durable.Durable``), when it has either.
     durable: Any = None
+    #: Where the run's events go (``Graph.iter``); None when nobody listens.
+    events: EventSink | None = None
 
 
 def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
@@ -237,6 +240,7 @@ async def run_node(
         deps=settings.deps,
         join=join,
         node_key=key,
+        _events=settings.events,
     )
     pending = None
     if settings.durable is not None:
@@ -267,6 +271,8 @@ async def run_node(
         began = time.perf_counter()
         if started is None:
             started = began
+        if settings.events is not None:
+            settings.events(NodeStarted(settings.execution_id, key, began, name, attempt, provider))
         guard: NodeGuard | None = None
         try:
             guard = NodeGuard(branch, writes, settings.strict)
@@ -370,6 +376,9 @@ async def run_node(
                 settings.run_slots.release()
         # Back off holding no slot (released in `finally` above).
         delay = retry.delay(attempt, settings.rng.random())
+        if settings.events is not None:
+            now = time.perf_counter()
+            settings.events(NodeRetry(settings.execution_id, key, now, name, attempt, error, delay))
         if limits is not None:
             await limits.clock.sleep(delay)
         else:
