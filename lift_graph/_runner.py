@@ -240,8 +240,10 @@ async def run_node(
         deps=settings.deps,
         join=join,
         node_key=key,
-        _events=settings.events,
     )
+    events = settings.events
+    if events is not None:
+        ctx._events = events
     pending = None
     if settings.durable is not None:
         early = settings.durable.before(node, key, branch, ctx)
@@ -271,8 +273,8 @@ async def run_node(
         began = time.perf_counter()
         if started is None:
             started = began
-        if settings.events is not None:
-            settings.events(NodeStarted(settings.execution_id, key, began, name, attempt, provider))
+        if events is not None:
+            events(NodeStarted(settings.execution_id, key, began, name, attempt, provider))
         guard: NodeGuard | None = None
         try:
             guard = NodeGuard(branch, writes, settings.strict)
@@ -376,9 +378,9 @@ async def run_node(
                 settings.run_slots.release()
         # Back off holding no slot (released in `finally` above).
         delay = retry.delay(attempt, settings.rng.random())
-        if settings.events is not None:
+        if events is not None:
             now = time.perf_counter()
-            settings.events(NodeRetry(settings.execution_id, key, now, name, attempt, error, delay))
+            events(NodeRetry(settings.execution_id, key, now, name, attempt, error, delay))
         if limits is not None:
             await limits.clock.sleep(delay)
         else:
