@@ -238,12 +238,14 @@ async def test_a_failed_run_yields_node_failed_then_raises() -> None:
     assert failed.record is not None and failed.record.status == "failed"
 
 
+began: list[str] = []
 stopped: list[str] = []
 
 
 @dataclass
 class Sleeper(BaseNode[S]):
     async def run(self, ctx: RunContext[S]) -> End[None]:
+        began.append(ctx.node_key)
         try:
             await asyncio.sleep(30)
         finally:
@@ -278,10 +280,10 @@ async def test_cancelling_the_consumer_cancels_the_run() -> None:
             async for _ in ev:
                 pass
 
+    began.clear()
     task = asyncio.ensure_future(consume())
-    while not stopped and len(asyncio.all_tasks()) < len(before) + 2:
+    while not began:  # the node is running
         await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -328,3 +330,29 @@ async def test_every_kind_is_fixed_per_class() -> None:
         )
     }
     assert len(kinds) == 12 and "custom" in kinds and "token" in kinds
+
+
+@dataclass
+class Nap(BaseNode[S]):
+    async def run(self, ctx: RunContext[S]) -> End[None]:
+        await asyncio.sleep(0.01)
+        return End(None)
+
+
+@dataclass
+class Naps(BaseNode[S]):
+    async def run(self, ctx: RunContext[S]) -> Fork[S]:
+        return Fork([Nap(), Nap()])
+
+
+async def test_node_started_waits_for_the_slot() -> None:
+    # One slot: the second branch's node starts only once the first has finished.
+    events = await collect(Graph(nodes=[Naps, Nap]), Naps(), state=S(), max_concurrency=1)
+    naps = [(e.kind, e.key) for e in events if e.key.endswith(".Nap")]
+    first, second = "0.Naps/0/0.Nap", "0.Naps/1/0.Nap"
+    assert naps == [
+        ("node_started", first),
+        ("node_finished", first),
+        ("node_started", second),
+        ("node_finished", second),
+    ]
