@@ -25,17 +25,29 @@ def stream_fields(node: Any, module: Any, outputs: Collection[str] | None) -> li
     """The output fields to stream: those named by ``node.stream`` (a collection of
     names), or for ``stream = True`` every signature output (``outputs``; None: any
     output) that exactly one predictor of ``module`` produces (a listener needs to
-    know which one)."""
-    wanted = node.stream
-    if wanted is not True:
-        return sorted(wanted)
+    know which one).
+
+    :raises ConfigurationError: a named field is not produced by exactly one
+        predictor of the module.
+    """
     named = module.named_predictors() if hasattr(module, "named_predictors") else []
     producers: dict[str, int] = {}
     for _, predictor in named:
         for name in getattr(predictor.signature, "output_fields", {}):
             producers[name] = producers.get(name, 0) + 1
-    names = producers if outputs is None else outputs
-    return [name for name in names if producers.get(name) == 1]
+    wanted = node.stream
+    if wanted is True:
+        names = producers if outputs is None else outputs
+        return [name for name in names if producers.get(name) == 1]
+    fields = sorted(wanted)
+    bad = [f for f in fields if producers.get(f) != 1]
+    if bad:
+        cls = type(node).__name__
+        raise ConfigurationError(
+            f"node {cls} cannot stream fields {bad}: each must be an output of exactly one "
+            f"predictor of its module (outputs: {sorted(producers)}); fix `stream`"
+        )
+    return fields
 
 
 async def streamed_call(
@@ -53,8 +65,7 @@ async def streamed_call(
     that cannot stream at all (it refuses, or its engine has no ``stream``) is called
     again without streaming, provided no chunk was sent yet.
 
-    :raises ConfigurationError: a field to stream is not produced by exactly one
-        predictor of the module.
+    :raises ConfigurationError: ``dspy.streamify`` refused the fields.
     """
     import dspy
 

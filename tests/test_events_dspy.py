@@ -211,3 +211,43 @@ async def test_an_lm_that_cannot_stream_falls_back_to_a_plain_call() -> None:
     )
     assert not [e for e in events if e.kind == "token"]
     assert events[-1].data["result"].state.answer == "Paris is the capital."
+
+
+class Tutorial(dspy.Module):  # type: ignore[misc]
+    """A module with only a sync ``forward``, as DSPy's tutorials write them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.respond = dspy.Predict("question -> answer")
+
+    def forward(self, question: str) -> Any:
+        return self.respond(question=question)
+
+
+class AskTutorial(DSPyNode[State]):
+    signature = "question -> answer"
+    stream = True
+
+
+async def test_a_program_with_only_a_sync_forward_streams_too() -> None:
+    engine = Engine()
+    node = AskTutorial(lm=fake_lm(engine), program=Tutorial())
+    graph = Graph(nodes=[AskTutorial])
+    events = await events_of(graph, node, state=State(question="capital of Peru?"))
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    assert {e.key for e in tokens} == {"0.AskTutorial"}
+    assert "".join(e.text for e in tokens) == "Lima, by the sea."
+    assert events[-1].data["result"].state.answer == "Lima, by the sea."
+
+
+class AskNothing(DSPyNode[State]):
+    signature = "question -> answer"
+    stream = ("nope",)
+
+
+async def test_streaming_a_field_no_predictor_produces_names_the_node() -> None:
+    from lift_graph import ConfigurationError
+
+    node = AskNothing(lm=fake_lm(Engine()))
+    with pytest.raises(ConfigurationError, match=r"AskNothing cannot stream fields \['nope'\]"):
+        await events_of(Graph(nodes=[AskNothing]), node, state=State(question="capital of Peru?"))
