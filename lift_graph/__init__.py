@@ -49,9 +49,21 @@ from .errors import UnknownFieldError as UnknownFieldError
 from .errors import UnknownNodeError as UnknownNodeError
 from .errors import UnknownProviderWarning as UnknownProviderWarning
 from .errors import WriteConflictError as WriteConflictError
+from .events import CustomEvent as CustomEvent
+from .events import ForkStarted as ForkStarted
+from .events import GraphEvent as GraphEvent
+from .events import JoinFinished as JoinFinished
+from .events import NodeFailed as NodeFailed
+from .events import NodeFinished as NodeFinished
+from .events import NodeRetry as NodeRetry
+from .events import NodeStarted as NodeStarted
+from .events import RateLimitedEvent as RateLimitedEvent
+from .events import RateLimitResumed as RateLimitResumed
+from .events import RunFinished as RunFinished
+from .events import RunStarted as RunStarted
+from .events import TokenEvent as TokenEvent
 from .executor import ParallelExecutor as ParallelExecutor
 from .graph import Graph as Graph
-from .graph import GraphEvent as GraphEvent
 from .graph import RunResult as RunResult
 from .helpers import gather_limited as gather_limited
 from .helpers import par_all as par_all
@@ -90,6 +102,19 @@ from .store import MemoryStore as MemoryStore
 from .store import Store as Store
 
 __all__ = [
+    "CustomEvent",
+    "ForkStarted",
+    "GraphEvent",
+    "JoinFinished",
+    "NodeFailed",
+    "NodeFinished",
+    "NodeRetry",
+    "NodeStarted",
+    "RateLimitResumed",
+    "RateLimitedEvent",
+    "RunFinished",
+    "RunStarted",
+    "TokenEvent",
     "SQLiteStore",
     "Store",
     "MemoryStore",
@@ -116,7 +141,6 @@ __all__ = [
     "Fork",
     "Graph",
     "GraphDefinitionError",
-    "GraphEvent",
     "InvalidNodeError",
     "InvalidReturnError",
     "InvalidStateError",

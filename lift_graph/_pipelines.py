@@ -22,6 +22,7 @@ from ._steps import cancelled_record
 from ._tasks import Paused, cancel_and_wait, last_record
 from .blocks import BranchStatus, JoinResult, Pipeline
 from .errors import MergeError, NodeExecutionError
+from .events import EventSink, NodeFailed, NodeFinished
 from .node import Interrupt
 from .reducers import Reducer
 
@@ -33,7 +34,7 @@ class PipelineBlocks:
 
     settings: RunSettings
     records: list[tuple[Any, ...]]
-    emit: Any
+    emit: EventSink | None
     durable: Any
     dict_reducers: Mapping[str, Reducer]
 
@@ -53,9 +54,11 @@ class PipelineBlocks:
         except asyncio.CancelledError:
             self.records.append(cancelled_record(node, key, began))
             raise
-        except Exception:
+        except Exception as exc:
             if self.emit is not None:
-                self.emit("node_failed", {"record": last_record(self.records)})
+                failed = last_record(self.records)
+                now = time.perf_counter()
+                self.emit(NodeFailed(self.settings.execution_id, key, now, failed, exc))
             raise
         if type(out) is Interrupt:
             raise self._pause(key, node, out.value)
@@ -68,7 +71,8 @@ class PipelineBlocks:
         if self.durable is not None:
             self.durable.node_done(key, node, out, child.state, record)
         if self.emit is not None:
-            self.emit("node_finished", {"record": record})
+            now = time.perf_counter()
+            self.emit(NodeFinished(self.settings.execution_id, key, now, record))
         return value
 
     async def _pipeline(

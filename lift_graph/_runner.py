@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ._counters import Slots as _Slots
 from ._durable import Replay
 from ._plan import state_type_of
-from ._rate_signals import rate_limit_of
+from ._rate_signals import RateSignal, rate_limit_of
 from ._state import (
     Branch,
     NodeGuard,
@@ -38,7 +38,14 @@ from .errors import (
     NodeTimeoutError,
     StateValidationError,
 )
-from .limits import Limits
+from .events import (
+    EventSink,
+    NodeRetry,
+    NodeStarted,
+    emit_rate_limit_resumed,
+    emit_rate_limited,
+)
+from .limits import Limits, Permit
 from .node import RunContext, validate_node_attributes
 
 __all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord", "RunSettings", "check_state", "run_node"]
@@ -99,6 +106,8 @@ class RunSettings:
     rng: random.Random = field(default_factory=random.Random)
     #: The run's journal and cache (``_durable.Durable``), when it has either.
     durable: Any = None
+    #: Where the run's events go (``Graph.iter``); None when nobody listens.
+    events: EventSink | None = None
 
 
 def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
@@ -197,6 +206,88 @@ def _refused(
         records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
 
 
+async def _call(node: Any, ctx: RunContext[Any], name: str, timeout: float | None) -> Any:
+    """``node.run(ctx)``, within the node's own ``timeout`` when it has one."""
+    if timeout is None:
+        return await node.run(ctx)
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await node.run(ctx)
+    except TimeoutError:
+        # Only our own deadline is a node timeout; a TimeoutError the node raised
+        # itself stays what it was.
+        if not deadline.expired():
+            raise
+        raise NodeTimeoutError(
+            f"node {name} did not finish within its timeout of {timeout} s", node=name
+        ) from None
+
+
+def _attempt_error(
+    raised: BaseException, name: str, key: str, attempt: int, branch: Branch, settings: RunSettings
+) -> tuple[Exception, Exception]:
+    """What a failed attempt raised (``exc``) and the error it counts as (``error``).
+
+    A ``CancelledError`` nobody asked for (the node raised it itself) becomes the
+    node's failure: left to propagate it would look like a cancellation to the join,
+    which would then wait for an outcome that never comes. A pydantic
+    ``ValidationError`` of a state write becomes a ``StateValidationError`` naming
+    the field.
+    """
+    if isinstance(raised, asyncio.CancelledError):
+        exc: Exception = NodeExecutionError(
+            f"node {name} raised CancelledError although nothing cancelled it; "
+            "raise an ordinary exception to fail a node",
+            node=name,
+        )
+        exc.__cause__ = raised
+    else:
+        assert isinstance(raised, Exception)
+        exc = raised
+    error: Exception = exc
+    if isinstance(exc, ValidationError):
+        fld = validation_error_field(exc, branch.state)
+        if fld is not None:
+            error = StateValidationError(
+                f"node {name} wrote an invalid value to state field {fld!r}: "
+                f"{exc.errors()[0]['msg']}",
+                node=name,
+                field=fld,
+            )
+            error.__cause__ = exc
+    if isinstance(error, NodeExecutionError):
+        error.execution_id = settings.execution_id
+        error.node_key = key
+        error.attempt = attempt
+        if error.node is None:
+            error.node = name
+    return exc, error
+
+
+def _throttle(
+    error: Exception,
+    signal: RateSignal,
+    throttled: int,
+    permit: Permit | None,
+    name: str,
+    target: str | None,
+    settings: RunSettings,
+) -> float | None:
+    """A 429: pause provider ``target``; returns the pause, or None when its budget
+    (``max_rate_limit_retries``) is spent and the node fails with the error (its
+    ``Retry`` does not apply)."""
+    limits = settings.limits
+    assert limits is not None
+    if throttled >= limits.max_rate_limit_retries(target):
+        error.add_note(
+            f"node {name} was refused by provider {target!r} {throttled + 1} times; "
+            "raise ProviderLimit(max_rate_limit_retries=...) or lower the load"
+        )
+        return None
+    return limits.rate_limited(permit, target, signal, settings.rng)
+
+
 def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Limits) -> int:
     """Tokens to reserve for ``node``'s call: 0 unless its provider has a tpm limit.
 
@@ -265,6 +356,9 @@ async def run_node(
         join=join,
         node_key=key,
     )
+    events = settings.events
+    if events is not None:
+        ctx._events = events
     pending = None
     if settings.durable is not None:
         early = settings.durable.before(node, key, branch, ctx)
@@ -287,6 +381,8 @@ async def run_node(
     #: Attempts the provider refused (429): they spend its budget, not `retry`'s.
     throttled = 0
     tokens = -1  # the tpm reservation, estimated once when first needed
+    pause_began: float | None = None  # on the limits' clock, while a 429 pauses us
+    target = provider
     while True:
         attempt += 1
         ctx.attempt = attempt
@@ -297,77 +393,40 @@ async def run_node(
             if tokens < 0:
                 tokens = _estimate(node, name, branch.state, provider, limits)
             permit = await limits.acquire(provider, settings.run_slots, tokens)
+            if pause_began is not None:
+                waited = limits.clock.now() - pause_began
+                emit_rate_limit_resumed(settings, key, target, waited)
+                pause_began = None
         elif settings.run_slots is not None:
             await settings.run_slots.acquire()
         began = time.perf_counter()
         if started is None:
             started = began
+        if events is not None:
+            events(NodeStarted(settings.execution_id, key, began, name, attempt, provider))
         guard: NodeGuard | None = None
         try:
             guard = NodeGuard(branch, writes, settings.strict)
-            if timeout is None:
-                out = await node.run(ctx)
-            else:
-                deadline = asyncio.timeout(timeout)
-                try:
-                    async with deadline:
-                        out = await node.run(ctx)
-                except TimeoutError:
-                    # Only our own deadline is a node timeout; a TimeoutError the node
-                    # raised itself stays what it was.
-                    if not deadline.expired():
-                        raise
-                    raise NodeTimeoutError(
-                        f"node {name} did not finish within its timeout of {timeout} s",
-                        node=name,
-                    ) from None
+            out = await _call(node, ctx, name, timeout)
             guard.check(name)
         except (Exception, asyncio.CancelledError) as raised:
-            if isinstance(raised, asyncio.CancelledError):
-                if cancel_requested():
-                    raise  # a real cancellation of this run / branch: never swallowed
-                # Nobody cancelled us: the node raised CancelledError itself. Left to
-                # propagate it would look like a cancellation to the join, which then
-                # waits for an outcome that never comes; it is the node's failure.
-                exc: Exception = NodeExecutionError(
-                    f"node {name} raised CancelledError although nothing cancelled it; "
-                    "raise an ordinary exception to fail a node",
-                    node=name,
-                )
-                exc.__cause__ = raised
-            else:
-                exc = raised
-            error: Exception = exc
-            if isinstance(exc, ValidationError):
-                fld = validation_error_field(exc, branch.state)
-                if fld is not None:
-                    error = StateValidationError(
-                        f"node {name} wrote an invalid value to state field {fld!r}: "
-                        f"{exc.errors()[0]['msg']}",
-                        node=name,
-                        field=fld,
-                    )
-                    error.__cause__ = exc
-            if isinstance(error, NodeExecutionError):
-                error.execution_id = settings.execution_id
-                error.node_key = key
-                error.attempt = attempt
-                if error.node is None:
-                    error.node = name
+            if isinstance(raised, asyncio.CancelledError) and cancel_requested():
+                raise  # a real cancellation of this run / branch: never swallowed
+            exc, error = _attempt_error(raised, name, key, attempt, branch, settings)
             signal = rate_limit_of(error)
             if signal is not None:
                 if limits is None:  # back-pressure needs somewhere to pause: its own
                     limits = settings.limits = Limits()
                 target = signal.provider or provider
-                if throttled < limits.max_rate_limit_retries(target):
-                    throttled += 1
+                delay = _throttle(error, signal, throttled, permit, name, target, settings)
+                if delay is not None:
                     paused = True
-                    limits.rate_limited(permit, target, signal, settings.rng)
-                else:  # the provider's budget is spent; the node's Retry does not apply
-                    error.add_note(
-                        f"node {name} was refused by provider {target!r} {throttled + 1} times; "
-                        "raise ProviderLimit(max_rate_limit_retries=...) or lower the load"
-                    )
+                    throttled += 1
+                    pause_began = limits.clock.now()
+                    if events is not None:
+                        emit_rate_limited(
+                            settings, key, target or "", delay, signal.retry_after, attempt
+                        )
             if not paused and (
                 signal is not None
                 or retry is None
@@ -428,6 +487,9 @@ async def run_node(
             continue  # the provider's pause is waited out in `acquire`, holding no slot
         # Back off holding no slot (released in `finally` above).
         delay = retry.delay(attempt - throttled, settings.rng.random())
+        if events is not None:
+            now = time.perf_counter()
+            events(NodeRetry(settings.execution_id, key, now, name, attempt, error, delay))
         if limits is not None:
             await limits.clock.sleep(delay)
         else:

@@ -33,13 +33,11 @@ from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_lim
 from ._tasks import Paused, cancel_and_wait, last_record
 from .blocks import BranchStatus, Fork, JoinResult, JoinStrategy, Pipeline
 from .errors import GraphDefinitionError, MergeError, NodeExecutionError
+from .events import ForkStarted, JoinFinished, NodeFailed, NodeFinished
 from .node import End, Interrupt
 from .reducers import Reducer
 
 __all__ = ["Paused", "Scheduler"]
-
-
-EventSink = Callable[[str, dict[str, Any]], None]
 
 #: Branches a fork creates before yielding once to the event loop.
 _LAUNCH_BATCH = 32
@@ -56,14 +54,14 @@ class Scheduler(PipelineBlocks):
         self,
         settings: RunSettings,
         registry: Collection[type] | None = None,
-        emit: EventSink | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
     ) -> None:
         self.settings = settings
         #: Node executions one path may run; None: no limit.
         self.max_steps = max_steps
         self.registry = registry
-        self.emit = emit
+        #: The run's event sink (``settings.events``): None when nobody listens.
+        self.emit = settings.events
         #: Raw record tuples (see ``NodeRecord``), in completion order.
         self.records: list[tuple[Any, ...]] = []
         self.deterministic = True
@@ -122,9 +120,9 @@ class Scheduler(PipelineBlocks):
             except asyncio.CancelledError:
                 records.append(cancelled_record(node, key, began))
                 raise
-            except Exception:
+            except Exception as exc:
                 if emit is not None:
-                    emit("node_failed", {"record": last_record(records)})
+                    emit(NodeFailed(settings.execution_id, key, clock(), last_record(records), exc))
                 raise
             if type(out) is Interrupt:
                 raise self._pause(key, node, out.value)
@@ -138,7 +136,7 @@ class Scheduler(PipelineBlocks):
             if self.durable is not None:
                 self.durable.node_done(key, node, out, branch.state, record)
             if emit is not None:
-                emit("node_finished", {"record": record})
+                emit(NodeFinished(settings.execution_id, key, clock(), record))
             step += 1
             if isinstance(out, End):
                 return out.value
@@ -166,7 +164,9 @@ class Scheduler(PipelineBlocks):
             exc.attempt = attempt
         failed = mark_failed(self.records, key, exc)
         if self.emit is not None and failed is not None:
-            self.emit("node_failed", {"record": NodeRecord._make(failed)})
+            now = time.perf_counter()
+            record = NodeRecord._make(failed)
+            self.emit(NodeFailed(self.settings.execution_id, key, now, record, exc))
 
     # -- forks ------------------------------------------------------------------
     async def _judged_path(
@@ -229,7 +229,8 @@ class Scheduler(PipelineBlocks):
         settled = 0
         paused = False
         if self.emit is not None:
-            self.emit("fork_started", {"key": key, "branches": n, "strategy": fork.join.name})
+            now = time.perf_counter()
+            self.emit(ForkStarted(self.settings.execution_id, key, now, n, fork.join.name))
 
         def on_done(
             i: int, child: Branch, prov: list[dict[str, Any]], task: asyncio.Task[Any]
@@ -392,4 +393,5 @@ class Scheduler(PipelineBlocks):
 
     def _emit_join(self, key: str, join: JoinResult[Any]) -> None:
         if self.emit is not None:
-            self.emit("join_finished", {"key": key, "join": join})
+            now = time.perf_counter()
+            self.emit(JoinFinished(self.settings.execution_id, key, now, join))

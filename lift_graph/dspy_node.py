@@ -41,8 +41,8 @@ import contextvars
 import functools
 import inspect
 import math
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from pydantic_core import to_jsonable_python
 
@@ -57,6 +57,7 @@ from ._dspy_binding import (
     signature_of,
 )
 from ._dspy_binding import signature_fields as signature_fields
+from ._dspy_stream import stream_fields, streamed_call
 from ._state import MISSING
 from .errors import ConfigurationError, LMNotConfiguredError, StateValidationError
 from .node import (
@@ -154,10 +155,21 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
     returns ``End(prediction)``. Override ``run`` to route elsewhere after ``await
     self.predict(ctx)``.
 
+    ``stream = True`` (or a collection of output names) streams the outputs while
+    someone iterates the run (``Graph.iter``): the module runs through
+    ``dspy.streamify`` and each chunk is a ``TokenEvent`` tagged with the node's key;
+    the final prediction, the state writes and the tokens counted are those of an
+    unstreamed call. With no listener (``graph.run``), or an LM that sends no chunks,
+    the call is not streamed. ``True`` streams every signature output that one
+    predictor of the module produces.
+
     :raises LMNotConfiguredError: (when run) no ``lm`` on the node and none
         configured with ``dspy.configure``.
     """
 
+    #: Stream outputs as ``TokenEvent``s under ``Graph.iter``: False, True (every
+    #: output) or the names of the outputs to stream.
+    stream: ClassVar[bool | Collection[str]] = False
     signature: Any = None
     lm: Any = None
     outputs: Mapping[str, str] | None = None
@@ -281,12 +293,16 @@ class DSPyNode(BaseNode[StateT], metaclass=_DSPyNodeMeta):
 
         inputs = self.extract_inputs(ctx.state)
         module = self.module()
+        sink = ctx._events if self.stream else None
         try:
-            if self.lm is not None:
-                with dspy.context(lm=self.lm):
+            with dspy.context(lm=self.lm) if self.lm is not None else contextlib.nullcontext():
+                if sink is None:
                     prediction = await _call(module, inputs)
-            else:
-                prediction = await _call(module, inputs)
+                else:
+                    binding = binding_of(self)
+                    outputs = None if binding is None else [t[0] for t in binding.targets]
+                    fields = stream_fields(self, module, outputs)
+                    prediction = await streamed_call(self, module, inputs, fields, ctx, sink, _call)
         except Exception as exc:
             name = type(self).__name__
             if isinstance(exc, ValueError) and _NO_LM in str(exc):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +22,7 @@ from ._scheduler import Paused, Scheduler
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
+from .events import EventSink, GraphEvent, iterate
 from .limits import Limits
 from .node import BaseNode, check_node
 from .store import GraphState, Store
@@ -64,14 +64,6 @@ class RunResult(Generic[StateT]):
         if self._records is None:
             self._records = sorted(map(NodeRecord._make, self._raw_records), key=_key_order)
         return self._records
-
-
-@dataclass(frozen=True, slots=True)
-class GraphEvent:
-    """One thing that happened during ``Graph.iter``: ``kind`` and its data."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 class Graph(Generic[StateT]):
@@ -141,7 +133,7 @@ class Graph(Generic[StateT]):
         max_steps: int | None = DEFAULT_MAX_STEPS,
         store: Store | None = None,
         cache: Store | None = None,
-        _emit: Any = None,
+        _events: EventSink | None = None,
     ) -> RunResult[StateT]:
         """Run from ``start`` until its path ends; returns a ``RunResult``.
 
@@ -183,6 +175,7 @@ class Graph(Generic[StateT]):
             limits=limits,
             run_slots=run_slots,
             strict=strict,
+            events=_events,
         )
         row = None
         if store is not None or cache is not None:
@@ -199,7 +192,7 @@ class Graph(Generic[StateT]):
                 user_id=user_id,
                 metadata=settings.metadata,
             )
-        return await self._execute(start, state, settings, timeout, max_steps, _emit, row)
+        return await self._execute(start, state, settings, timeout, max_steps, row)
 
     async def _execute(
         self,
@@ -208,10 +201,9 @@ class Graph(Generic[StateT]):
         settings: RunSettings,
         timeout: float | None,
         max_steps: int | None,
-        emit: Any,
         row: GraphState | None,
     ) -> RunResult[StateT]:
-        scheduler = Scheduler(settings, self.node_classes, emit, max_steps)
+        scheduler = Scheduler(settings, self.node_classes, max_steps)
         scheduler.dict_reducers = self._dict_reducers
         root = Branch.fork(state)
         provenance: list[dict[str, Any]] = []
@@ -341,7 +333,7 @@ class Graph(Generic[StateT]):
         cache: Store | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         strict: bool = False,
-        _emit: Any = None,
+        _events: EventSink | None = None,
     ) -> RunResult[StateT]:
         """Continue run ``execution_id`` from ``store``: after a crash, a failure or
         an ``Interrupt``.
@@ -383,11 +375,10 @@ class Graph(Generic[StateT]):
             run_slots=run_slots,
             strict=strict,
             durable=resumed.durable,
+            events=_events,
         )
         keep = None if resumed.durable.finished else row
-        return await self._execute(
-            resumed.start, resumed.state, settings, timeout, max_steps, _emit, keep
-        )
+        return await self._execute(resumed.start, resumed.state, settings, timeout, max_steps, keep)
 
     def resume_sync(
         self,
@@ -419,8 +410,10 @@ class Graph(Generic[StateT]):
             )
         )
 
-    async def iter(self, start: Any, **kwargs: Any) -> AsyncIterator[GraphEvent]:
-        """Run and yield ``GraphEvent``s as they happen; the last is ``run_finished``.
+    def iter(self, start: Any, **kwargs: Any) -> AsyncGenerator[GraphEvent, None]:
+        """Run (``run``'s arguments) and yield typed events as they happen (see
+        ``lift_graph.events``): ``run_started`` first, ``run_finished`` with the
+        ``RunResult`` last; a failed run raises after the events so far.
 
         Closing the generator cancels the run and waits for it. An ``async for``
         left early closes it only when it is garbage-collected, so wrap it::
@@ -429,31 +422,7 @@ class Graph(Generic[StateT]):
                 async for event in events:
                     ...
         """
-        queue: asyncio.Queue[GraphEvent | None] = asyncio.Queue()
-
-        def emit(kind: str, data: dict[str, Any]) -> None:
-            queue.put_nowait(GraphEvent(kind, data))
-
-        async def drive() -> RunResult[StateT]:
-            try:
-                return await self.run(start, _emit=emit, **kwargs)
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.ensure_future(drive())
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    break
-                yield event
-            result = await task
-            yield GraphEvent("run_finished", {"result": result})
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        return iterate(self, start, kwargs)
 
     # -- pictures ---------------------------------------------------------------
     def mermaid(self) -> str:

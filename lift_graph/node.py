@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -27,6 +28,7 @@ from ._config import check_count, check_number
 from ._rate_signals import RateSignal, signal_from_headers
 from ._state import MISSING
 from .errors import ConfigurationError, InvalidNodeError, MissingInputError
+from .events import CustomEvent, EventSink
 
 if TYPE_CHECKING:
     from .blocks import JoinResult
@@ -141,6 +143,8 @@ class RunContext(Generic[StateT]):
     answer: Any = None
     #: The latest rate-limit headers the node reported (``report_rate_limit``).
     _rate_report: RateSignal | None = field(default=None, repr=False, compare=False)
+    #: The run's event sink (``Graph.iter``); None when nobody listens.
+    _events: EventSink | None = field(default=None, repr=False, compare=False)
 
     def record_tokens(self, tokens: int) -> None:
         """Report tokens a node spent, charged against the provider's tokens/min limit."""
@@ -155,6 +159,22 @@ class RunContext(Generic[StateT]):
         Headers of a refused call need not be reported: the error carries them.
         """
         self._rate_report = signal_from_headers(headers)
+
+    def emit(self, name: str, data: Any = None) -> None:
+        """Send a ``CustomEvent(name, data)``, tagged with this node's key, to whoever
+        iterates the run (``Graph.iter``); does nothing when nobody listens
+        (``graph.run``). ``data`` is passed as is, not copied.
+
+        :raises ConfigurationError: ``name`` is not a non-empty str.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"node {self.node_key or '?'}: ctx.emit(name, data) takes a non-empty str "
+                f"name, got {name!r}"
+            )
+        sink = self._events
+        if sink is not None:
+            sink(CustomEvent(self.execution_id, self.node_key, time.perf_counter(), name, data))
 
 
 @runtime_checkable

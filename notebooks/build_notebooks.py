@@ -131,23 +131,24 @@ graph   # in Jupyter the last expression renders the diagram (_repr_markdown_)""
         "markdown",
         """## Events, limits, failures
 
-`graph.iter` yields events as they happen. `Limits` caps concurrency globally and per
-provider and can be shared by several runs. A failed branch fails the join
+`graph.iter` yields typed events as they happen (node started / retried /
+finished / failed, forks, joins, `ctx.emit` custom events, DSPy tokens).
+`Limits` caps concurrency globally and per provider and can be shared by several
+runs. A failed branch fails the join
 (`FAIL_ALL`) with a `JoinError` that keeps the finished branches' values, or is
 collected beside the results with `on_error=CONTINUE`.""",
     ),
     (
         "code",
-        """async for event in graph.iter(Plan(), state=state, deps=lm):
-    data = event.data
+        """# Typed events (docs/events.md): each has kind, execution_id, key and time.
+async for event in graph.iter(Plan(), state=state, deps=lm):
     if event.kind in ("node_finished", "node_failed"):
-        print(f"{event.kind:14} {data['record'].key}")
+        print(f"{event.kind:14} {event.key}  attempts={event.record.attempts}")
     elif event.kind == "fork_started":
-        print(f"{event.kind:14} {data['key']}: {data['branches']} "
-              f"branches, join {data['strategy']}")
+        print(f"{event.kind:14} {event.key}: {event.branches} branches, join {event.strategy}")
     elif event.kind == "join_finished":
-        print(f"{event.kind:14} {data['key']}: {data['join'].succeeded} succeeded")
-    else:
+        print(f"{event.kind:14} {event.key}: {event.join.succeeded} succeeded")
+    elif event.kind in ("run_started", "run_finished"):
         print(event.kind)
 
 limits = Limits(max_concurrency=4, providers={"fake": ProviderLimit(concurrency=2)})

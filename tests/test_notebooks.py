@@ -238,3 +238,17 @@ async def test_docs_backpressure_examples_run(capsys: pytest.CaptureFixture[str]
         "last call at t=180 s",
         "True",
     ]
+
+
+@pytest.mark.asyncio
+async def test_docs_events_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/events.md: update this test with its examples"
+    printed = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
+    assert len(printed) == 1, "docs/events.md: the example's output follows it"
+    before = set(asyncio.all_tasks())
+    await run_cells([("docs/events.md[block 0]", blocks[0])])
+    assert [t for t in asyncio.all_tasks() if t not in before and not t.done()] == []
+    out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert out == printed[0].splitlines()

@@ -149,7 +149,7 @@ async def test_unknown_node_error_names_the_node_key() -> None:
     assert "'0.ToStranger'" in str(info.value)
     # The execution that returned it failed: its record says so, and no
     # node_finished event claims otherwise.
-    assert [e.kind for e in events] == ["node_failed"]
-    record = events[0].data["record"]
+    assert [e.kind for e in events] == ["run_started", "node_started", "node_failed"]
+    record = events[-1].data["record"]
     assert record.key == "0.ToStranger" and record.status == "failed"
     assert record.error.startswith("UnknownNodeError")

@@ -148,4 +148,4 @@ async def test_a_returned_list_with_a_plain_def_run_fails_its_execution() -> Non
         async for event in graph.iter(ListsSync(), state=S()):
             record = event.data.get("record")
             kinds.append((event.kind, record.status if record else None))
-    assert kinds == [("node_failed", "failed")]
+    assert kinds == [("run_started", None), ("node_started", None), ("node_failed", "failed")]
