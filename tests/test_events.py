@@ -15,16 +15,20 @@ from lift_graph import (
     ConfigurationError,
     CustomEvent,
     End,
+    FakeClock,
     Fork,
     ForkStarted,
     Graph,
     GraphEvent,
     JoinFinished,
     JoinResult,
+    Limits,
     NodeFailed,
     NodeFinished,
     NodeRetry,
     NodeStarted,
+    ProviderLimit,
+    RateLimited,
     RateLimitedEvent,
     RateLimitResumed,
     Retry,
@@ -356,3 +360,66 @@ async def test_node_started_waits_for_the_slot() -> None:
         ("node_started", second),
         ("node_finished", second),
     ]
+
+
+# -- a fork/join run with one retry and one rate-limit pause ------------------------
+@dataclass
+class Throttled(BaseNode[S]):
+    """Refused once by its provider (a 429 with a 5 s hint), then answers."""
+
+    provider = "llm"
+
+    async def run(self, ctx: RunContext[S]) -> End[str]:
+        if ctx.attempt == 1:
+            raise RateLimited(retry_after=5.0)
+        return End("throttled")
+
+
+@dataclass
+class StartBoth(BaseNode[S]):
+    async def run(self, ctx: RunContext[S]) -> Fork[S]:
+        return Fork([Flaky(), Throttled()], then=Collect())
+
+
+async def test_a_fork_with_a_retry_and_a_rate_limit_pause_yields_events_in_order() -> None:
+    clock = FakeClock()
+    limits = Limits(providers={"llm": ProviderLimit(concurrency=2)}, clock=clock)
+    g = Graph(nodes=[StartBoth, Flaky, Throttled, Collect])
+    events = await collect(g, StartBoth(), state=S(), limits=limits)
+    flaky, throttled = "0.StartBoth/0/0.Flaky", "0.StartBoth/1/0.Throttled"
+    assert [(e.kind, e.key) for e in events] == [
+        ("run_started", ""),
+        ("node_started", "0.StartBoth"),
+        ("node_finished", "0.StartBoth"),
+        ("fork_started", "0.StartBoth"),
+        ("node_started", flaky),
+        ("node_retry", flaky),
+        ("node_started", throttled),
+        ("rate_limited", throttled),
+        ("node_started", flaky),
+        ("node_finished", flaky),
+        ("rate_limit_resumed", throttled),
+        ("node_started", throttled),
+        ("node_finished", throttled),
+        ("join_finished", "0.StartBoth"),
+        ("node_started", "1.Collect"),
+        ("custom", "1.Collect"),
+        ("node_finished", "1.Collect"),
+        ("run_finished", ""),
+    ]
+    paused = next(e for e in events if isinstance(e, RateLimitedEvent))
+    assert (paused.provider, paused.delay, paused.retry_after, paused.attempt) == (
+        "llm",
+        5.0,
+        5.0,
+        1,
+    )
+    resumed = next(e for e in events if isinstance(e, RateLimitResumed))
+    assert (resumed.provider, resumed.waited) == ("llm", 5.0)
+    retried = next(e for e in events if isinstance(e, NodeRetry))
+    assert isinstance(retried.error, Boom) and retried.attempt == 1
+    starts = [e for e in events if isinstance(e, NodeStarted) and e.key == throttled]
+    assert [s.attempt for s in starts] == [1, 2]
+    finished = events[-1].result  # type: ignore[attr-defined]
+    assert finished.output == ["flaky", "throttled"]
+    assert limits.status("llm").pauses == ((0.0, 5.0),)
