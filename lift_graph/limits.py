@@ -11,7 +11,10 @@ concurrent runs (in one event loop) makes them share every limit::
 A node holds its slots only while its ``run`` executes: never while it waits for
 its children (so nested forks cannot deadlock), and never during retry backoff.
 Rate limits use a sliding window: at most ``rpm`` requests start in any window of
-``window`` seconds. Time comes from a ``Clock``; tests use ``FakeClock``.
+``window`` seconds, and a call's estimated tokens are reserved against ``tpm`` when
+it starts, then settled with what it reported. When a provider refuses anyway (429),
+``rate_limited`` pauses it for every run sharing the object and its pace is learned
+(``_backpressure``). Time comes from a ``Clock``; tests use ``FakeClock``.
 """
 
 from __future__ import annotations
