@@ -190,10 +190,13 @@ class Batcher:
                 self._fail(exc)  # KeyboardInterrupt, SystemExit: stop everything
                 return
         self._finished[index] = outcome
-        if self._on_done is not None:
-            self._on_done(not isinstance(outcome, BaseException))
         self._wake.set()
         self.admit()
+        if self._on_done is not None:
+            try:
+                self._on_done(not isinstance(outcome, BaseException))
+            except Exception as exc:  # noqa: BLE001 - a broken progress bar stops the batch
+                self._fail(exc)
 
     def _stop(self) -> None:
         self._exhausted = True

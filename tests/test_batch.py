@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import io
 import itertools
@@ -488,6 +489,27 @@ async def test_a_global_node_limit_across_the_batch() -> None:
     assert probe.peak == 3 and limits.peak == 3
 
 
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST", default="none")
+
+
+@dataclass
+class SeesContext(BaseNode[Item]):
+    async def run(self, ctx: RunContext[Item]) -> End[str]:
+        seen = REQUEST.get()
+        REQUEST.set(f"set by input {ctx.state.x}")  # must not leak into other inputs
+        await asyncio.sleep(0.001)
+        return End(seen)
+
+
+async def test_runs_see_the_callers_context_variables_each_on_its_own_copy() -> None:
+    token = REQUEST.set("caller")
+    try:
+        result = await Graph([SeesContext]).map(SeesContext(), items(10), max_concurrency=1)
+    finally:
+        REQUEST.reset(token)
+    assert result.outputs == ["caller"] * 10
+
+
 # -- progress ---------------------------------------------------------------------------
 
 
@@ -547,6 +569,17 @@ async def test_a_bar_passed_in_is_left_open_and_a_made_one_is_closed_on_cancel()
         await task
     (bar,) = made
     assert bar.closed and bar.kwargs["total"] == 10 and bar.kwargs["desc"] == "batch-test"
+
+
+async def test_a_progress_bar_that_raises_stops_the_batch() -> None:
+    class Broken(FakeBar):
+        def update(self, n: int) -> None:
+            raise OSError("terminal went away")
+
+    before = set(asyncio.all_tasks())
+    with pytest.raises(OSError, match="terminal went away"):
+        await GRAPH.map(Fetch(), items(10), progress=Broken, deps=Probe())
+    assert _others(before) == []
 
 
 # -- bad input ----------------------------------------------------------------------------
