@@ -103,6 +103,11 @@ class Graph(Generic[StateT]):
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={sorted(self._by_name)})"
 
+    # -- batches: one graph over many inputs (lift_graph.batch) -------------------
+    map = _batch.graph_map
+    map_sync = _batch.graph_map_sync
+    imap = _batch.graph_imap
+
     # -- running ----------------------------------------------------------------
     def _prepare(
         self,
@@ -453,11 +458,6 @@ class Graph(Generic[StateT]):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    # -- batches: one graph over many inputs (lift_graph.batch) -------------------
-    map = _batch.graph_map
-    map_sync = _batch.graph_map_sync
-    imap = _batch.graph_imap
 
     # -- pictures ---------------------------------------------------------------
     def mermaid(self) -> str:
