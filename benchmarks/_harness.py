@@ -100,6 +100,11 @@ class Config:
     #: Crash workload: random SIGKILL points, each followed by a resume in a fresh
     #: process (two interpreter starts per kill).
     crash_kills: int = 40
+    #: Batch: inputs, inputs at once, seconds each of the 3 nodes sleeps, failing inputs.
+    batch_n: int = 1000
+    batch_slots: int = 16
+    batch_sleep: float = 0.001
+    batch_failures: int = 3
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -127,6 +132,7 @@ class Config:
             dspy_rollouts=4,
             durability_n=50,
             crash_kills=5,
+            batch_n=1000,
         )
 
 

@@ -4,6 +4,7 @@ from ._canonical import canonical_hash as canonical_hash
 from ._canonical import canonical_json as canonical_json
 from ._runner import NodeRecord as NodeRecord
 from .agent_node import AgentNode as AgentNode
+from .batch import BatchResult as BatchResult
 from .blocks import BranchStatus as BranchStatus
 from .blocks import FailureMode as FailureMode
 from .blocks import Fork as Fork
@@ -128,6 +129,7 @@ __all__ = [
     "CachePolicy",
     "AgentNode",
     "BaseNode",
+    "BatchResult",
     "BranchStatus",
     "CanonicalizationError",
     "Clock",

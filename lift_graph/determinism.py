@@ -176,7 +176,7 @@ def check_determinism_sync(
     graph: Graph[Any], start: Any, *, state: Any, **kwargs: Any
 ) -> DeterminismReport:
     """``check_determinism`` for synchronous tests; also works inside a running loop."""
-    from .graph import _run_blocking
+    from ._sync import _run_blocking
 
     return _run_blocking(lambda: check_determinism(graph, start, state=state, **kwargs))
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import re
-import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import batch as _batch
 from ._config import check_count, check_number
 from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_of_types
@@ -21,6 +20,7 @@ from ._runs import check_store, close_run, open_resume, open_run, output_summary
 from ._scheduler import Paused, Scheduler
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
+from ._sync import _run_blocking
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .events import EventSink, GraphEvent, iterate
 from .limits import Limits
@@ -95,6 +95,11 @@ class Graph(Generic[StateT]):
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={sorted(self._by_name)})"
+
+    # -- batches: one graph over many inputs (lift_graph.batch) -------------------
+    map = _batch.graph_map
+    map_sync = _batch.graph_map_sync
+    imap = _batch.graph_imap
 
     # -- running ----------------------------------------------------------------
     def _prepare(
@@ -463,40 +468,9 @@ class Graph(Generic[StateT]):
         return f"```mermaid\n{self.mermaid()}\n```"
 
 
-T = TypeVar("T")
-
 _NUMBER = re.compile(r"(\d+)")
 
 
 def _key_order(record: NodeRecord) -> list[tuple[int, int | str]]:
     """Sort key of a node key: numeric parts as numbers, so step 10 follows step 9."""
     return [(0, int(p)) if p.isdigit() else (1, p) for p in _NUMBER.split(record.key) if p]
-
-
-def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run the coroutine ``make()`` to completion from synchronous code.
-
-    With no running loop this is ``asyncio.run``. Inside one (a notebook cell) the
-    coroutine runs on a fresh loop in a helper thread, with the caller's context
-    variables, and the caller blocks until it is done.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["result"] = ctx.run(asyncio.run, make())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="lift_graph.run_sync", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    result: T = box["result"]
-    return result

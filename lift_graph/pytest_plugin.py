@@ -46,8 +46,8 @@ from typing import Any
 
 import pytest
 
+from ._sync import _run_blocking
 from .determinism import DeterminismReport, check_determinism
-from .graph import _run_blocking
 
 __all__ = ["lift_determinism", "pytest_configure", "pytest_pyfunc_call"]
 

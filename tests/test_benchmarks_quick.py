@@ -54,6 +54,7 @@ TINY = replace(
     dspy_rollouts=4,
     durability_n=20,
     crash_kills=2,
+    batch_n=100,
 )
 
 
@@ -118,6 +119,7 @@ def test_every_workload_is_registered() -> None:
         "dspy_rag",
         "durability",
         "crash",
+        "batch",
     ]
 
 
@@ -290,6 +292,30 @@ def test_crash(outcomes: dict[str, Outcome]) -> None:
     assert 0 < figures[" resume time"] < 10_000  # ms
     assert 0 <= figures[""] <= kills
     assert [t.status for t in out.targets[:3]] == ["PASS", "PASS", "PASS"]
+
+
+def test_batch(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.batch import LIFT_IMAP, bad_inputs
+
+    out = _run("batch", outcomes)
+    _assert_finite(out)
+    n, slots = TINY.batch_n, TINY.batch_slots
+    for engine in (LIFT, LIFT_IMAP, ASYNCIO):
+        (rate, mem) = _rows(out, engine, f"batch {n} x{slots}")
+        # Three sleeps per input, `slots` inputs at once: never faster than that allows.
+        assert 0 < fig(rate) <= slots / (3 * TINY.batch_sleep) * 1.05, rate
+        assert 1 <= rate.extra["peak_in_flight"] <= slots
+        assert mem.workload.endswith("memory") and fig(mem) > 0 and "B/input" in mem.note
+    _peers_present(out, "batch")
+    assert [t.what for t in out.targets] == [
+        "lift_graph inputs in flight (max_concurrency)",
+        "lift_graph / asyncio throughput",
+        "lift_graph / LangGraph throughput",
+        "lift_graph map KB/input (results kept)",
+        "lift_graph imap peak / map peak",
+    ]
+    assert out.targets[0].ok
+    assert bad_inputs(1000, 3) == {166, 500, 833}
 
 
 def test_check_rejects_a_wrong_answer() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from lift_graph import JoinError, Limits, ProviderLimit, canonical_json
 from nodes import agent_loop, fallback_race, map_reduce, rag, self_consistency
-from nodes.demo import EXAMPLES, run_all, summarize
+from nodes.demo import BATCH_QUESTIONS, EXAMPLES, batch_summary, run_all, run_batch, summarize
 from nodes.fake_lm import FakeLM, FakeLMError, count_tokens, hash_answer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,6 +341,19 @@ def test_demo_module_runs_and_exits_zero() -> None:
         assert f"== {name}" in proc.stdout
     for label in ("output:", "elapsed:", "nodes run:", "deterministic:", "flowchart TD"):
         assert label in proc.stdout
+    assert "== batch: rag over" in proc.stdout
+    assert "5 succeeded, 1 failed ([4] JoinError)" in proc.stdout
+    assert "6/6" in proc.stderr  # the progress bar is on in the demo
+
+
+@pytest.mark.asyncio
+async def test_demo_batch_keeps_the_failure_by_index() -> None:
+    batch = await run_batch(progress=False)
+    assert batch.total == len(BATCH_QUESTIONS) and list(batch.errors) == [4]
+    assert all(
+        isinstance(o, str) and "sources:" in o for i, o in enumerate(batch.outputs) if i != 4
+    )
+    assert batch_summary(batch).startswith("6 inputs: 5 succeeded, 1 failed ([4] JoinError) in ")
 
 
 def test_demo_rejects_unknown_examples() -> None:

@@ -252,3 +252,27 @@ async def test_docs_events_example_runs(capsys: pytest.CaptureFixture[str]) -> N
     assert [t for t in asyncio.all_tasks() if t not in before and not t.done()] == []
     out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
     assert out == printed[0].splitlines()
+
+
+@pytest.mark.asyncio
+async def test_docs_batches_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "batches.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 4, "docs/batches.md: update this test with its examples"
+    before = set(asyncio.all_tasks())
+    await run_cells([(f"docs/batches.md[block {i}]", b) for i, b in enumerate(blocks)])
+    assert [t for t in asyncio.all_tasks() if t not in before and not t.done()] == []
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "['bug', 'question', None, 'bug']",
+        "{2: ValueError('empty ticket')}",
+        "3 1",
+        "0 bug",
+        "1 failed: empty ticket",
+        "2 question",
+        "100 25 4",
+        "1 {1: ConnectionError('provider went away')}",
+        "['APP CRASHES ON START', 'HOW DO I EXPORT?'] "
+        "['app crashes on start', 'how do I export?', 'how do I export?']",
+    ]
+    assert "100/100" in captured.err and "failed=25" in captured.err  # the progress bar

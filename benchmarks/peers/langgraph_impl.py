@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-__all__ = ["chain", "fanout", "jitter", "unbalanced"]
+__all__ = ["batch", "chain", "fanout", "jitter", "unbalanced"]
 
 Runner = Callable[[], Awaitable[Any]]
 
@@ -167,5 +167,52 @@ def jitter(sleeps: Sequence[float], slots: int, gauge: list[int]) -> Runner:
 
     async def run() -> int:
         return int((await graph.ainvoke({"results": [], "total": 0}, config))["total"])
+
+    return run
+
+
+class BatchState(TypedDict):
+    x: int
+    y: int
+
+
+def batch(n: int, slots: int, sleep: float, bad: frozenset[int], gauge: Any) -> Runner:
+    """Three async nodes (load, work, finish; each sleeps ``sleep``; finish raises
+    for inputs in ``bad``) run over n inputs with ``abatch`` (``max_concurrency``
+    ``slots``, ``return_exceptions=True``). ``gauge.enter()`` / ``exit()`` count the
+    inputs in flight."""
+
+    async def load(s: BatchState) -> dict[str, int]:
+        gauge.enter()
+        await asyncio.sleep(sleep)
+        return {"y": s["x"]}
+
+    async def work(s: BatchState) -> dict[str, int]:
+        await asyncio.sleep(sleep)
+        return {"y": s["y"] * 2}
+
+    async def finish(s: BatchState) -> dict[str, int]:
+        try:
+            await asyncio.sleep(sleep)
+            if s["x"] in bad:
+                raise ValueError(f"input {s['x']} is bad")
+            return {}
+        finally:
+            gauge.exit()
+
+    g = StateGraph(BatchState)
+    for name, fn in (("load", load), ("work", work), ("finish", finish)):
+        g.add_node(name, fn)
+    g.add_edge(START, "load")
+    g.add_edge("load", "work")
+    g.add_edge("work", "finish")
+    g.add_edge("finish", END)
+    graph = g.compile()
+    config: Any = {"max_concurrency": slots}
+
+    async def run() -> list[Any]:
+        inputs: list[Any] = [{"x": i, "y": 0} for i in range(n)]
+        out = await graph.abatch(inputs, config=config, return_exceptions=True)
+        return [o if isinstance(o, BaseException) else o["y"] for o in out]
 
     return run

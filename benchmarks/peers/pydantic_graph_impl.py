@@ -24,7 +24,7 @@ from pydantic_graph import (
 )
 from pydantic_graph.step import NodeStep
 
-__all__ = ["chain", "fanout", "unbalanced"]
+__all__ = ["batch", "chain", "fanout", "unbalanced"]
 
 Runner = Callable[[], Awaitable[Any]]
 
@@ -113,5 +113,53 @@ def unbalanced(a: float, b: float, steps: int) -> Runner:
 
     async def run() -> list[str]:
         return sorted(await graph.run(state=Empty()))
+
+    return run
+
+
+def batch(n: int, slots: int, sleep: float, bad: frozenset[int], gauge: Any) -> Runner:
+    """Three steps (load, work, finish; each sleeps ``sleep``; finish raises for
+    inputs in ``bad``) in one graph, run over n inputs: pydantic-graph has no batch
+    API, so an ``asyncio.Semaphore(slots)`` and ``gather(return_exceptions=True)``
+    over ``graph.run``. ``gauge.enter()`` / ``exit()`` count the inputs in flight."""
+    g = GraphBuilder(state_type=Empty, input_type=int, output_type=int)
+
+    @g.step
+    async def load(ctx: StepContext[Empty, None, int]) -> int:
+        gauge.enter()
+        await asyncio.sleep(sleep)
+        return ctx.inputs
+
+    @g.step
+    async def work(ctx: StepContext[Empty, None, int]) -> int:
+        await asyncio.sleep(sleep)
+        return ctx.inputs
+
+    @g.step
+    async def finish(ctx: StepContext[Empty, None, int]) -> int:
+        try:
+            await asyncio.sleep(sleep)
+            if ctx.inputs in bad:
+                raise ValueError(f"input {ctx.inputs} is bad")
+            return ctx.inputs * 2
+        finally:
+            gauge.exit()
+
+    g.add(
+        g.edge_from(g.start_node).to(load),
+        g.edge_from(load).to(work),
+        g.edge_from(work).to(finish),
+        g.edge_from(finish).to(g.end_node),
+    )
+    graph = g.build()
+
+    async def run() -> list[Any]:
+        sem = asyncio.Semaphore(slots)
+
+        async def one(x: int) -> int:
+            async with sem:
+                return int(await graph.run(state=Empty(), inputs=x))
+
+        return list(await asyncio.gather(*(one(x) for x in range(n)), return_exceptions=True))
 
     return run
