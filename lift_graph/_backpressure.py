@@ -34,17 +34,23 @@ __all__ = ["BACKOFF_BASE", "Pressure", "Start"]
 BACKOFF_BASE = 1.0
 #: The learned pace grows by this fraction per calm window (at least one request).
 _GROWTH = 0.01
+#: The shortest window a pace is counted over (seconds).
+_MIN_WINDOW = 0.001
+#: Calls accepted in a window before a refusal without a hint teaches a pace.
+_MIN_EVIDENCE = 4
 
 
 class Start:
     """One request start on a provider, counted until it leaves the window."""
 
-    __slots__ = ("time", "count")
+    __slots__ = ("time", "count", "seq")
 
-    def __init__(self, time: float, count: int) -> None:
+    def __init__(self, time: float, count: int, seq: int) -> None:
         self.time = time
-        #: Accepted starts in the window when this one started, itself included.
+        #: Starts in the window when this one started, itself included, less those
+        #: the provider refused since: what the provider had accepted by then.
         self.count = count
+        self.seq = seq
 
 
 class Pressure:
@@ -52,6 +58,7 @@ class Pressure:
 
     __slots__ = (
         "window",
+        "pace_window",
         "learn",
         "paused_until",
         "episode",
@@ -61,6 +68,8 @@ class Pressure:
         "next_growth",
         "probing",
         "starts",
+        "history",
+        "_seq",
         "refusals",
         "pauses",
         "slots",
@@ -70,6 +79,9 @@ class Pressure:
 
     def __init__(self, window: float, *, learn: bool = True, slots: _Slots | None = None) -> None:
         self.window = window
+        #: The window the learned pace counts over: ``window``, or shorter when a
+        #: provider's hint shows its window frees sooner (a per-second limit, say).
+        self.pace_window = window
         #: Whether starts are counted (a provider known from the first start): only
         #: then can the accepted count teach the pace.
         self.learn = learn
@@ -85,7 +97,10 @@ class Pressure:
         #: When the learned pace may next grow by one request.
         self.next_growth = math.inf
         self.probing = False
+        #: Starts in the last window (the pace) and the last two (what to learn).
         self.starts: deque[Start] = deque()
+        self.history: deque[Start] = deque()
+        self._seq = 0
         #: Gauges: refusals seen, and every pause decided as (from, until).
         self.refusals = 0
         self.pauses: list[tuple[float, float]] = []
@@ -111,20 +126,25 @@ class Pressure:
             self.next_growth = now + self._growth_step(learned)
         if len(starts) < learned:
             return 0.0
-        return starts[len(starts) - learned].time + self.window - now
+        return starts[len(starts) - learned].time + self.pace_window - now
 
     def start(self, now: float) -> Start | None:
         if not self.learn:
             return None
         starts = self._prune(now)
-        entry = Start(now, len(starts) + 1)
+        self._seq += 1
+        entry = Start(now, len(starts) + 1, self._seq)
         starts.append(entry)
+        self.history.append(entry)
         return entry
 
     def _prune(self, now: float) -> deque[Start]:
-        starts, horizon = self.starts, now - self.window
+        starts, horizon = self.starts, now - self.pace_window
         while starts and starts[0].time <= horizon:
             starts.popleft()
+        history, horizon = self.history, now - 2 * self.window
+        while history and history[0].time <= horizon:
+            history.popleft()
         return starts
 
     # -- what the provider said ---------------------------------------------------
@@ -134,9 +154,8 @@ class Pressure:
         """A 429: pause the provider and learn its pace; returns when the pause ends."""
         self.refusals += 1
         if entry is not None:
-            with contextlib.suppress(ValueError):  # ValueError: it left the window
-                self.starts.remove(entry)  # the provider did not count it
-        self._learn_from_refusal(now, signal)
+            self._forget(entry)
+        self._learn_from_refusal(now, signal, entry.time if entry is not None else now)
         # A refused probe of a grown pace is expected: the pace is learned back, but
         # it is no new episode (no longer backoff, no cut of adaptive slots).
         same_episode = self.probing or (entry is not None and entry.time < self.episode)
@@ -157,7 +176,7 @@ class Pressure:
             self.pauses.append((now, until))
         # The pace grows again only after a full calm window of paced starts.
         calm = max(now, self.paused_until)
-        self.next_growth = calm + max(self.window, self._growth_step(self.learned or 1))
+        self.next_growth = calm + max(self.pace_window, self._growth_step(self.learned or 1))
         return max(0.0, self.paused_until - now)
 
     def reported(self, now: float, entry: Start | None, signal: RateSignal) -> None:
@@ -178,23 +197,61 @@ class Pressure:
                 self._grown = 0
                 slots.set_limit(slots.limit + 1)
 
-    def _learn_from_refusal(self, now: float, signal: RateSignal) -> None:
+    def _forget(self, entry: Start) -> None:
+        """The provider did not count ``entry``: neither do the starts after it."""
+        for queue in (self.starts, self.history):
+            with contextlib.suppress(ValueError):  # ValueError: it left the window
+                queue.remove(entry)
+        end = entry.time + self.pace_window
+        for later in reversed(self.history):
+            if later.seq < entry.seq:
+                break
+            if later.time < end:
+                later.count -= 1
+
+    def _learn_from_refusal(self, now: float, signal: RateSignal, oldest: float) -> None:
+        """The pace: the most the provider accepted in one window, as counted when
+        each accepted call started. Counting at each start, not now, keeps calls that
+        left our window but not yet the provider's (their requests reached it later)
+        from being forgotten, so a burst of refusals cannot talk the pace down to 1."""
         if signal.limit is not None and signal.limit > 0:
             self.ceiling = signal.limit
             self._set_learned(now, signal.limit)
         elif self.learn:
-            self._set_learned(now, max(1, len(self._prune(now))))
+            if signal.retry_after is not None:
+                self._fit_window(now, signal.retry_after, oldest)
+            in_window = len(self._prune(now))
+            most = max((s.count for s in self.history), default=0)
+            learned = max(in_window, most)
+            # Without a hint, a refusal after a handful of our calls says the quota
+            # went elsewhere, not how fast we may go: leave it to the backoff.
+            if signal.retry_after is not None or learned >= _MIN_EVIDENCE:
+                self._set_learned(now, max(1, learned))
+
+    def _fit_window(self, now: float, retry_after: float, oldest: float) -> None:
+        """Shorten the pace's window to what the provider's hint implies.
+
+        A sliding window frees its oldest request first: if ours is the oldest the
+        provider counts, it frees at ``now + retry_after``, so the provider's window
+        is that minus its start. A hint far shorter than the configured window means
+        a shorter window (or a bucket refilling fast); pacing a few calls per 60 s
+        then would hold the provider back far longer than it asked.
+        """
+        if self.starts:
+            oldest = min(oldest, self.starts[0].time)
+        fitted = now + retry_after - oldest
+        self.pace_window = min(self.window, max(fitted, retry_after, _MIN_WINDOW))
 
     def _set_learned(self, now: float, learned: int) -> None:
         if self.ceiling is not None:
             learned = min(learned, self.ceiling)
         if self.learned is None:
-            self.next_growth = now + max(self.window, self._growth_step(learned))
+            self.next_growth = now + max(self.pace_window, self._growth_step(learned))
         self.learned = learned
 
     def _growth_step(self, learned: int) -> float:
         """Seconds between two growths: 1% of the pace per window, one at a time."""
-        return self.window / (learned * _GROWTH)
+        return self.pace_window / (learned * _GROWTH)
 
     def _cut_slots(self) -> None:
         slots = self.slots

@@ -3,8 +3,10 @@
 A provider refuses with HTTP 429 and usually says when to come back and how much is
 left. Each client library wraps that differently: ``httpx.HTTPStatusError`` and
 ``openai.RateLimitError`` keep the response (``.response.headers``), litellm (and so
-DSPy) subclasses openai's error, pydantic-ai's ``ModelHTTPError`` keeps lowercased
-``headers``. ``rate_limit_of`` reads them all into one ``RateSignal``.
+DSPy's ``engine="litellm"``) subclasses openai's error, DSPy's own engine raises
+``dspy.LMRateLimitError`` with ``status``, ``retry_after`` and ``rate_limit_headers``,
+pydantic-ai's ``ModelHTTPError`` keeps lowercased ``headers``. ``rate_limit_of`` reads
+them all into one ``RateSignal``.
 
 Headers read, first found wins for the wait:
 
@@ -23,7 +25,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -86,7 +88,11 @@ def rate_limit_of(exc: BaseException) -> RateSignal | None:
         if isinstance(current, RateLimited):
             return RateSignal(retry_after=current.retry_after, provider=current.provider)
         if _status(current) == 429:
-            return signal_from_headers(_headers(current))
+            signal = signal_from_headers(_headers(current))
+            hint: Any = getattr(current, "retry_after", None)  # DSPy's LMRateLimitError
+            if signal.retry_after is None and _is_seconds(hint):
+                signal = replace(signal, retry_after=float(hint))
+            return signal
         current = current.__cause__
         seen += 1
     return None
@@ -129,17 +135,34 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _headers(exc: BaseException) -> dict[str, Any]:
-    """The response's headers, overlaid with headers the error carries itself."""
+    """The response's headers, overlaid with headers the error carries itself
+    (``headers``; DSPy's ``rate_limit_headers``, whose values are sequences)."""
     merged: dict[str, Any] = {}
     response_headers = getattr(getattr(exc, "response", None), "headers", None)
     own = getattr(exc, "headers", None)
-    for source in (response_headers, own):
+    captured = getattr(exc, "rate_limit_headers", None)
+    for source in (response_headers, own, captured):
         if source is not None and hasattr(source, "items"):
             try:
-                merged.update({str(k).lower(): v for k, v in source.items()})
+                merged.update({str(k).lower(): _first(v) for k, v in source.items()})
             except (TypeError, ValueError):
                 continue  # a headers-like object we cannot read: no hint, not a failure
     return merged
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else ""
+    return value
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def _count(text: str | None) -> int | None:

@@ -213,7 +213,9 @@ def _settings(
         raise ConfigurationError(f"batch_id must be a non-empty str or None, got {batch_id!r}")
     run_kwargs = {
         "deps": deps,
-        "limits": limits,
+        # One Limits for the whole batch even when none is given: a 429 in one input's
+        # run then pauses the provider for every input, not for that run alone.
+        "limits": limits if limits is not None else Limits(),
         "timeout": timeout,
         "max_steps": check_max_steps(max_steps),
         "cache": cache,
@@ -263,10 +265,11 @@ async def graph_map(
     lazily, one item when its run can start, so a slow item or a slow run never
     keeps the others from starting. ``max_concurrency``: inputs running at once
     (None: ``DEFAULT_BATCH_CONCURRENCY``, 16). ``limits`` is shared by every run of
-    the batch (node slots, provider limits). ``progress=True`` shows a
-    ``tqdm.auto`` bar (done / total, failed, rate, ETA); a tqdm class, factory or
-    bar works too. ``deps``, ``timeout`` (per run), ``max_steps``, ``cache`` and
-    ``strict`` go to each run as in ``Graph.run``.
+    the batch (node slots, provider limits, back-pressure: a 429 in one input pauses
+    its provider for all); without one the batch shares a ``Limits()`` of its own.
+    ``progress=True`` shows a ``tqdm.auto`` bar (done / total, failed, rate, ETA); a
+    tqdm class, factory or bar works too. ``deps``, ``timeout`` (per run),
+    ``max_steps``, ``cache`` and ``strict`` go to each run as in ``Graph.run``.
 
     With a ``store``, input ``i`` runs as ``execution_id=f"{batch_id}-{i}"``;
     ``batch_id`` is generated when None (``BatchResult.batch_id``). To resume after

@@ -314,3 +314,47 @@ async def test_reported_headers_teach_the_pace_before_any_refusal() -> None:
     starts = sorted(t for _, t in probe.starts)
     # Once the first call reported, at most 7 start in any 60 s.
     assert max(sum(1 for u in starts if t - 60 < u <= t) for t in starts) <= 7
+
+
+# -- batches ----------------------------------------------------------------------
+async def test_a_429_in_one_input_of_a_batch_pauses_the_provider_for_all() -> None:
+    loop_time = asyncio.get_running_loop().time
+    starts: list[tuple[int, float]] = []
+    refused = {0: [RateLimited(retry_after=0.3)]}
+
+    @dataclass
+    class Ask(BaseNode[S]):
+        n: int
+        provider: ClassVar[str | None] = "p"
+
+        async def run(self, ctx: RunContext[S]) -> End[int]:
+            starts.append((self.n, loop_time()))
+            if refused.get(self.n):
+                raise refused[self.n].pop()
+            await asyncio.sleep(0.01)
+            return End(self.n)
+
+    graph = Graph([Ask])
+    # Input 0 is refused at once; inputs 2.. start after it, inside its pause.
+    batch = await graph.map(lambda i, s: Ask(i), [S() for _ in range(6)], max_concurrency=2)
+    assert batch.outputs == [0, 1, 2, 3, 4, 5] and not batch.errors
+    refused_at = starts[0][1]
+    later = [t for n, t in starts[1:] if n >= 2]
+    assert later and min(later) - refused_at >= 0.25  # generous: the pause was 0.3 s
+
+
+async def test_a_burst_of_refusals_does_not_talk_the_pace_down() -> None:
+    # Ten calls accepted at t=0 reach the provider late: at t=1.01 they have left our
+    # one-second window but not the provider's, so a burst at t=1.01 is refused.
+    import random
+
+    from lift_graph._backpressure import Pressure
+    from lift_graph._rate_signals import RateSignal
+
+    pressure = Pressure(window=1.0)
+    for _ in range(10):
+        pressure.start(0.0)
+    burst = [pressure.start(1.01) for _ in range(10)]
+    for entry in burst:
+        pressure.refused(1.03, entry, RateSignal(), random.Random(0))
+    assert pressure.learned == 10

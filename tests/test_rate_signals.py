@@ -120,3 +120,11 @@ def test_a_wrapped_429_is_found_through_its_cause_but_not_its_context() -> None:
             raise ValueError("the node gave up on its own") from None
     except ValueError as own:
         assert rate_limit_of(own) is None
+
+
+def test_dspys_own_rate_limit_error_gives_its_hint_and_headers() -> None:
+    dspy = pytest.importorskip("dspy")
+    error = dspy.LMRateLimitError("Rate limit reached", status=429, retry_after=2.5)
+    assert rate_limit_of(error) == RateSignal(retry_after=2.5)
+    error.rate_limit_headers = {"x-ratelimit-remaining-requests": ("0",), "retry-after": ("3",)}
+    assert rate_limit_of(error) == RateSignal(retry_after=3.0, remaining=0)
