@@ -100,6 +100,11 @@ class Config:
     #: Crash workload: random SIGKILL points, each followed by a resume in a fresh
     #: process (two interpreter starts per kill).
     crash_kills: int = 40
+    #: Back-pressure: calls and provider limit (per virtual minute) on the fake
+    #: clock, and calls against the local HTTP fake (10 per real second).
+    bp_calls: int = 3000
+    bp_limit: int = 600
+    bp_http_calls: int = 100
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -127,6 +132,9 @@ class Config:
             dspy_rollouts=4,
             durability_n=50,
             crash_kills=5,
+            bp_calls=600,
+            bp_limit=120,
+            bp_http_calls=30,
         )
 
 

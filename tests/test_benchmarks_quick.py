@@ -54,6 +54,9 @@ TINY = replace(
     dspy_rollouts=4,
     durability_n=20,
     crash_kills=2,
+    bp_calls=300,
+    bp_limit=60,
+    bp_http_calls=12,
 )
 
 
@@ -118,6 +121,7 @@ def test_every_workload_is_registered() -> None:
         "dspy_rag",
         "durability",
         "crash",
+        "backpressure",
     ]
 
 
@@ -290,6 +294,21 @@ def test_crash(outcomes: dict[str, Outcome]) -> None:
     assert 0 < figures[" resume time"] < 10_000  # ms
     assert 0 <= figures[""] <= kills
     assert [t.status for t in out.targets[:3]] == ["PASS", "PASS", "PASS"]
+
+
+def test_backpressure(outcomes: dict[str, Outcome]) -> None:
+    out = _run("backpressure", outcomes)
+    _assert_finite(out)
+    fake = [r for r in out.rows if r.workload.startswith("backpressure 300 calls") and r.extra]
+    assert {r.engine for r in fake} >= {LIFT, f"{LIFT}, per-node Retry() (before)"}
+    for row in fake:
+        assert 0 <= row.extra["share_429"] <= 1 and row.extra["requests"] >= TINY.bp_calls
+    mine = next(r for r in fake if r.engine == LIFT)
+    assert mine.extra["success"] == 1.0 and mine.extra["inside_pauses"] == 0
+    http = [r for r in out.rows if r.workload.startswith("backpressure HTTP") and r.extra]
+    if http:  # dspy installed
+        assert {r.engine for r in http} == {LIFT, "dspy.Parallel"}
+    assert all(t.ok is not None for t in out.targets)
 
 
 def test_check_rejects_a_wrong_answer() -> None:

@@ -22,6 +22,7 @@ NAMES: dict[str, str] = {
     "dspy_rag": "dspy_rag",
     "durability": "durability",
     "crash": "crash",
+    "backpressure": "backpressure",
 }
 
 
