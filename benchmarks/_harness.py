@@ -134,7 +134,7 @@ class Config:
             crash_kills=5,
             bp_calls=600,
             bp_limit=120,
-            bp_http_calls=30,
+            bp_http_calls=20,
         )
 
 

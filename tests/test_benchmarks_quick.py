@@ -297,6 +297,8 @@ def test_crash(outcomes: dict[str, Outcome]) -> None:
 
 
 def test_backpressure(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.backpressure import HINTED
+
     out = _run("backpressure", outcomes)
     _assert_finite(out)
     fake = [r for r in out.rows if r.workload.startswith("backpressure 300 calls") and r.extra]
@@ -307,7 +309,7 @@ def test_backpressure(outcomes: dict[str, Outcome]) -> None:
     assert mine.extra["success"] == 1.0 and mine.extra["inside_pauses"] == 0
     http = [r for r in out.rows if r.workload.startswith("backpressure HTTP") and r.extra]
     if http:  # dspy installed
-        assert {r.engine for r in http} == {LIFT, "dspy.Parallel"}
+        assert {r.engine for r in http} == {LIFT, "dspy.Parallel", HINTED}
     assert all(t.ok is not None for t in out.targets)
 
 
