@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import math
 import os
 import time
@@ -531,9 +532,16 @@ def http_parallel(
             disable_progress_bar=True,
         )
         pairs = [(predict, {"question": q}) for q in questions(calls)]
+        # dspy.Parallel logs every failed call at ERROR: the count is the figure.
+        log = logging.getLogger("dspy.utils.parallelizer")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
         began = time.perf_counter()
-        with dspy.context(lm=lm):
-            results, _failed, _errors = parallel(pairs)
+        try:
+            with dspy.context(lm=lm):
+                results, _failed, _errors = parallel(pairs)
+        finally:
+            log.setLevel(level)
         wall = time.perf_counter() - began
         succeeded = sum(1 for r in results if r is not None and getattr(r, "answer", None))
         return _figures(api, calls, succeeded, wall)
