@@ -9,7 +9,9 @@
 Workloads: chain, fanout, unbalanced, jitter, isolation, rpm, memory, merge,
 dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), durability
 (journaling to SQLite per node vs LangGraph's SQLite checkpointer), crash
-(SIGKILL a durable run at random points, resume it in a fresh process). Peers
+(SIGKILL a durable run at random points, resume it in a fresh process),
+backpressure (a provider answering 429 above R per minute, on a fake clock; and
+through DSPy against a local HTTP fake vs dspy.Parallel). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.
