@@ -105,6 +105,11 @@ class Config:
     batch_slots: int = 16
     batch_sleep: float = 0.001
     batch_failures: int = 3
+    #: Back-pressure: calls and provider limit (per virtual minute) on the fake
+    #: clock, and calls against the local HTTP fake (10 per real second).
+    bp_calls: int = 3000
+    bp_limit: int = 600
+    bp_http_calls: int = 100
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -133,6 +138,9 @@ class Config:
             durability_n=50,
             crash_kills=5,
             batch_n=1000,
+            bp_calls=600,
+            bp_limit=120,
+            bp_http_calls=20,
         )
 
 

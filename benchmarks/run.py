@@ -11,7 +11,9 @@ dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), durability
 (journaling to SQLite per node vs LangGraph's SQLite checkpointer), crash
 (SIGKILL a durable run at random points, resume it in a fresh process), batch
 (Graph.map over 1,000 inputs, 16 at a time, 3 failing, vs LangGraph's abatch:
-throughput and tracemalloc peak). Peers
+throughput and tracemalloc peak), backpressure (a provider answering 429 above R
+per minute, on a fake clock; and through DSPy against a local HTTP fake vs
+dspy.Parallel). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

@@ -36,7 +36,7 @@ BACKOFF_BASE = 1.0
 _GROWTH = 0.01
 #: The shortest window a pace is counted over (seconds).
 _MIN_WINDOW = 0.001
-#: Calls accepted in a window before a refusal without a hint teaches a pace.
+#: Calls accepted in a window before a refusal teaches a pace.
 _MIN_EVIDENCE = 4
 
 
@@ -223,10 +223,10 @@ class Pressure:
             in_window = len(self._prune(now))
             most = max((s.count for s in self.history), default=0)
             learned = max(in_window, most)
-            # Without a hint, a refusal after a handful of our calls says the quota
-            # went elsewhere, not how fast we may go: leave it to the backoff.
-            if signal.retry_after is not None or learned >= _MIN_EVIDENCE:
-                self._set_learned(now, max(1, learned))
+            # A refusal after a handful of our calls says the quota went elsewhere,
+            # not how fast we may go: leave that to the pauses.
+            if learned >= _MIN_EVIDENCE:
+                self._set_learned(now, learned)
 
     def _fit_window(self, now: float, retry_after: float, oldest: float) -> None:
         """Shorten the pace's window to what the provider's hint implies.
@@ -234,13 +234,15 @@ class Pressure:
         A sliding window frees its oldest request first: if ours is the oldest the
         provider counts, it frees at ``now + retry_after``, so the provider's window
         is that minus its start. A hint far shorter than the configured window means
-        a shorter window (or a bucket refilling fast); pacing a few calls per 60 s
-        then would hold the provider back far longer than it asked.
+        a shorter window (a per-second limit, a bucket refilling fast): pacing per
+        60 s then would hold the provider back far longer than it asked. A fitted
+        window of more than a quarter of the configured one is more likely a fixed
+        window about to reset (its hint is the time to the boundary): kept as is.
         """
         if self.starts:
             oldest = min(oldest, self.starts[0].time)
-        fitted = now + retry_after - oldest
-        self.pace_window = min(self.window, max(fitted, retry_after, _MIN_WINDOW))
+        fitted = max(now + retry_after - oldest, retry_after, _MIN_WINDOW)
+        self.pace_window = fitted if fitted <= self.window / 4 else self.window
 
     def _set_learned(self, now: float, learned: int) -> None:
         if self.ceiling is not None:

@@ -55,6 +55,9 @@ TINY = replace(
     durability_n=20,
     crash_kills=2,
     batch_n=100,
+    bp_calls=300,
+    bp_limit=60,
+    bp_http_calls=12,
 )
 
 
@@ -120,6 +123,7 @@ def test_every_workload_is_registered() -> None:
         "durability",
         "crash",
         "batch",
+        "backpressure",
     ]
 
 
@@ -316,6 +320,23 @@ def test_batch(outcomes: dict[str, Outcome]) -> None:
     ]
     assert out.targets[0].ok
     assert bad_inputs(1000, 3) == {166, 500, 833}
+
+
+def test_backpressure(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.backpressure import HINTED
+
+    out = _run("backpressure", outcomes)
+    _assert_finite(out)
+    fake = [r for r in out.rows if r.workload.startswith("backpressure 300 calls") and r.extra]
+    assert {r.engine for r in fake} >= {LIFT, f"{LIFT}, per-node Retry() (before)"}
+    for row in fake:
+        assert 0 <= row.extra["share_429"] <= 1 and row.extra["requests"] >= TINY.bp_calls
+    mine = next(r for r in fake if r.engine == LIFT)
+    assert mine.extra["success"] == 1.0 and mine.extra["inside_pauses"] == 0
+    http = [r for r in out.rows if r.workload.startswith("backpressure HTTP") and r.extra]
+    if http:  # dspy installed
+        assert {r.engine for r in http} == {LIFT, "dspy.Parallel", HINTED}
+    assert all(t.ok is not None for t in out.targets)
 
 
 def test_check_rejects_a_wrong_answer() -> None:

@@ -233,9 +233,9 @@ async def test_docs_backpressure_examples_run(capsys: pytest.CaptureFixture[str]
 
     await asyncio.to_thread(run_all)
     assert capsys.readouterr().out.splitlines() == [
-        "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
-        "1 refusals, learned 3 per minute",
-        "last call at t=180 s",
+        "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]",
+        "1 refusals, learned 5 per minute",
+        "last call at t=120 s",
         "True",
     ]
 

@@ -23,6 +23,7 @@ NAMES: dict[str, str] = {
     "durability": "durability",
     "crash": "crash",
     "batch": "batch",
+    "backpressure": "backpressure",
 }
 
 
