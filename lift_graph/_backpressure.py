@@ -36,6 +36,8 @@ BACKOFF_BASE = 1.0
 _GROWTH = 0.01
 #: The shortest window a pace is counted over (seconds).
 _MIN_WINDOW = 0.001
+#: The margin added to the pace's window is at most this share of the window.
+_MAX_MARGIN = 0.05
 #: Calls accepted in a window before a refusal teaches a pace.
 _MIN_EVIDENCE = 4
 
@@ -59,6 +61,7 @@ class Pressure:
     __slots__ = (
         "window",
         "pace_window",
+        "margin",
         "learn",
         "paused_until",
         "episode",
@@ -82,6 +85,10 @@ class Pressure:
         #: The window the learned pace counts over: ``window``, or shorter when a
         #: provider's hint shows its window frees sooner (a per-second limit, say).
         self.pace_window = window
+        #: Pacing waits this much longer than the window: the longest a refusal took
+        #: to come back. A request reaches the provider after it starts, so the
+        #: provider's window slides later than ours by up to about that much.
+        self.margin = 0.0
         #: Whether starts are counted (a provider known from the first start): only
         #: then can the accepted count teach the pace.
         self.learn = learn
@@ -124,22 +131,33 @@ class Pressure:
             learned = self.learned = learned + 1
             self.probing = True
             self.next_growth = now + self._growth_step(learned)
+        # Paced over the window plus the margin; counted (for learning) over the window.
         if len(starts) < learned:
             return 0.0
-        return starts[len(starts) - learned].time + self.pace_window - now
+        return starts[len(starts) - learned].time + self.pace_window + self.margin - now
 
     def start(self, now: float) -> Start | None:
         if not self.learn:
             return None
         starts = self._prune(now)
         self._seq += 1
-        entry = Start(now, len(starts) + 1, self._seq)
+        entry = Start(now, self._in_window(now) + 1, self._seq)
         starts.append(entry)
         self.history.append(entry)
         return entry
 
-    def _prune(self, now: float) -> deque[Start]:
+    def _in_window(self, now: float) -> int:
+        """Starts within the pace's window (``starts`` also keeps the margin's)."""
         starts, horizon = self.starts, now - self.pace_window
+        skipped = 0
+        for entry in starts:
+            if entry.time > horizon:
+                break
+            skipped += 1
+        return len(starts) - skipped
+
+    def _prune(self, now: float) -> deque[Start]:
+        starts, horizon = self.starts, now - self.pace_window - self.margin
         while starts and starts[0].time <= horizon:
             starts.popleft()
         history, horizon = self.history, now - 2 * self.window
@@ -154,6 +172,7 @@ class Pressure:
         """A 429: pause the provider and learn its pace; returns when the pause ends."""
         self.refusals += 1
         if entry is not None:
+            self.margin = min(max(self.margin, now - entry.time), self.window * _MAX_MARGIN)
             self._forget(entry)
         self._learn_from_refusal(now, signal, entry.time if entry is not None else now)
         # A refused probe of a grown pace is expected: the pace is learned back, but
@@ -220,7 +239,8 @@ class Pressure:
         elif self.learn:
             if signal.retry_after is not None:
                 self._fit_window(now, signal.retry_after, oldest)
-            in_window = len(self._prune(now))
+            self._prune(now)
+            in_window = self._in_window(now)
             most = max((s.count for s in self.history), default=0)
             learned = max(in_window, most)
             # A refusal after a handful of our calls says the quota went elsewhere,
