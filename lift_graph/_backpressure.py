@@ -40,6 +40,8 @@ _MIN_WINDOW = 0.001
 _MAX_MARGIN = 0.05
 #: Calls accepted in a window before a refusal teaches a pace.
 _MIN_EVIDENCE = 4
+#: Starts remembered per provider, at most (paces above this are not learned).
+_MAX_TRACKED = 100_000
 
 
 class Start:
@@ -104,9 +106,10 @@ class Pressure:
         #: When the learned pace may next grow by one request.
         self.next_growth = math.inf
         self.probing = False
-        #: Starts in the last window (the pace) and the last two (what to learn).
-        self.starts: deque[Start] = deque()
-        self.history: deque[Start] = deque()
+        #: Starts in the last window (the pace) and the last two (what to learn);
+        #: bounded, so a provider tag on a fast local node cannot grow them unchecked.
+        self.starts: deque[Start] = deque(maxlen=_MAX_TRACKED)
+        self.history: deque[Start] = deque(maxlen=_MAX_TRACKED)
         self._seq = 0
         #: Gauges: refusals seen, and every pause decided as (from, until).
         self.refusals = 0

@@ -166,13 +166,8 @@ def _is_seconds(value: Any) -> bool:
 
 
 def _count(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return int(value) if math.isfinite(value) and value >= 0 else None
+    value = _number(text)
+    return None if value is None else int(value)
 
 
 def _first_count(headers: Mapping[str, str], names: tuple[str, ...]) -> int | None:
