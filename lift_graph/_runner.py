@@ -392,10 +392,12 @@ async def run_node(
         if limits is not None:
             if tokens < 0:
                 tokens = _estimate(node, name, branch.state, provider, limits)
+            if pause_began is not None and target != provider:
+                await limits.wait_out(target)  # refused on another provider's behalf
             permit = await limits.acquire(provider, settings.run_slots, tokens)
             if pause_began is not None:
                 waited = limits.clock.now() - pause_began
-                emit_rate_limit_resumed(settings, key, target, waited)
+                emit_rate_limit_resumed(settings, key, target or "", waited)
                 pause_began = None
         elif settings.run_slots is not None:
             await settings.run_slots.acquire()

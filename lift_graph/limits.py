@@ -405,6 +405,12 @@ class Limits:
             start = permit.start
         return pressure.refused(self.clock.now(), start, signal, rng)
 
+    async def wait_out(self, provider: str | None) -> None:
+        """Wait, holding nothing, until ``provider``'s pause (if any) is over."""
+        pressure = self._pressure.get(provider)
+        while pressure is not None and pressure.paused_until > self.clock.now():
+            await self.clock.sleep(pressure.paused_until - self.clock.now())
+
     def reported(self, permit: Permit, signal: RateSignal) -> None:
         """Rate-limit headers of an accepted call (``RunContext.report_rate_limit``)."""
         pressure = self._pressure_of(permit.provider)

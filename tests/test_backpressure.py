@@ -205,6 +205,8 @@ async def test_rate_limited_naming_another_provider_pauses_that_one() -> None:
     await GRAPH.run(Many(calls), state=S(), deps=probe, limits=limits)
     assert limits.status("q").pauses == ((0.0, 5.0),)
     assert limits.status("p").refusals == 0
+    # `a` itself runs again only once q's pause is over.
+    assert [t for n, t in probe.starts if n == "a"] == [0.0, 5.0]
 
 
 async def test_cancelling_a_run_during_a_pause_leaves_nothing_held() -> None:
