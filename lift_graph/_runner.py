@@ -211,10 +211,8 @@ def _refused(
         records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
 
 
-async def _call(node: Any, ctx: RunContext[Any], name: str, timeout: float | None) -> Any:
-    """``node.run(ctx)``, within the node's own ``timeout`` when it has one."""
-    if timeout is None:
-        return await node.run(ctx)
+async def _call_within(node: Any, ctx: RunContext[Any], name: str, timeout: float) -> Any:
+    """``node.run(ctx)`` within the node's own ``timeout``."""
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
@@ -414,7 +412,10 @@ async def run_node(
         guard: NodeGuard | None = None
         try:
             guard = NodeGuard(branch, writes, settings.strict)
-            out = await _call(node, ctx, name, timeout)
+            if timeout is None:  # inline: a wrapper coroutine costs ~0.3 µs a node
+                out = await node.run(ctx)
+            else:
+                out = await _call_within(node, ctx, name, timeout)
             guard.check(name)
         except (Exception, asyncio.CancelledError) as raised:
             if isinstance(raised, asyncio.CancelledError) and cancel_requested():
