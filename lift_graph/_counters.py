@@ -143,11 +143,6 @@ class Rate:
             self._add(amount - entry[1])
         entry[1] = amount
 
-    def record_tokens(self, now: float, amount: int) -> None:
-        if self.limit.tpm is not None and amount > 0:
-            self.tokens.append([now, amount])
-            self._add(amount)
-
     def _add(self, amount: int) -> None:
         self._token_total += amount
         if self._token_total > self.peak_tokens:

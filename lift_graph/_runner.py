@@ -294,7 +294,8 @@ def _throttle(
 def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Limits) -> int:
     """Tokens to reserve for ``node``'s call: 0 unless its provider has a tpm limit.
 
-    :raises ConfigurationError: the estimate is not an int >= 0.
+    :raises ConfigurationError: the estimate is not an int >= 0, or can never fit
+        the provider's tpm.
     """
     if provider is None or not limits.reserves_tokens(provider):
         return 0
@@ -306,12 +307,7 @@ def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Li
         raise ConfigurationError(
             f"node {name}'s estimated_tokens must be an int >= 0 or None, got {value!r}",
         )
-    tpm = limits.providers[provider].tpm
-    if tpm is not None and value > tpm:
-        raise ConfigurationError(
-            f"node {name} estimates {value} tokens per call, which can never fit provider "
-            f"{provider!r}'s tpm={tpm}: lower its estimated_tokens or raise the tpm"
-        )
+    limits.check_tokens(provider, value, f"node {name}")
     return value
 
 
@@ -431,10 +427,9 @@ async def run_node(
                     paused = True
                     throttled += 1
                     pause_began = limits.clock.now()
-                    if events is not None:
-                        emit_rate_limited(
-                            settings, key, target or "", delay, signal.retry_after, attempt
-                        )
+                    emit_rate_limited(
+                        settings, key, target or "", delay, signal.retry_after, attempt
+                    )
             if not paused and (
                 signal is not None
                 or retry is None

@@ -31,9 +31,9 @@ from ._runs import check_store
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from ._sync import _run_blocking
 from ._text import short_repr
-from .errors import ConfigurationError, UnknownNodeError
+from .errors import ConfigurationError
 from .limits import Limits
-from .node import check_node, is_node
+from .node import is_node
 from .store import Store
 
 if TYPE_CHECKING:
@@ -170,13 +170,7 @@ def _check_start(graph: Graph[Any], start: Any) -> None:
     """:raises InvalidNodeError / UnknownNodeError / ConfigurationError: ``start``
     is not a node of ``graph`` nor a callable ``(index, state) -> node``."""
     if is_node(start):
-        check_node(start, "Graph.map start")
-        if type(start) not in graph.node_classes:
-            raise UnknownNodeError(
-                f"start node {type(start).__name__} is not in this graph: add it to "
-                "Graph(nodes=[...])",
-                node=type(start).__name__,
-            )
+        graph._check_start(start, "Graph.map start")
     elif isinstance(start, type) or not callable(start):
         raise ConfigurationError(
             f"Graph.map start must be a node instance (e.g. `Start()`) or a callable "

@@ -102,6 +102,17 @@ class Graph(Generic[StateT]):
     imap = _batch.graph_imap
 
     # -- running ----------------------------------------------------------------
+    def _check_start(self, start: Any, what: str) -> None:
+        """:raises InvalidNodeError / UnknownNodeError: ``start`` is not a node of this
+        graph."""
+        check_node(start, what)
+        if type(start) not in self.node_classes:
+            raise UnknownNodeError(
+                f"start node {type(start).__name__} is not in this graph: add it to "
+                "Graph(nodes=[...])",
+                node=type(start).__name__,
+            )
+
     def _prepare(
         self,
         start: Any,
@@ -109,13 +120,7 @@ class Graph(Generic[StateT]):
         limits: Limits | None,
         timeout: float | None,
     ) -> _Slots | None:
-        check_node(start, "Graph.run start")
-        if type(start) not in self.node_classes:
-            raise UnknownNodeError(
-                f"start node {type(start).__name__} is not in this graph: add it to "
-                "Graph(nodes=[...])",
-                node=type(start).__name__,
-            )
+        self._check_start(start, "Graph.run start")
         check_count("max_concurrency", max_concurrency)
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a Limits object, got {type(limits).__name__}")

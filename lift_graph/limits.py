@@ -292,11 +292,7 @@ class Limits:
         pslots = self._provider_slots.get(provider) if provider else None
         rate = self._rates.get(provider) if provider else None
         pressure = self._pressure_of(provider)
-        if rate is not None and rate.limit.tpm is not None and tokens > rate.limit.tpm:
-            raise ConfigurationError(
-                f"a call estimated at {tokens} tokens can never fit provider {provider!r}'s "
-                f"tpm={rate.limit.tpm}: lower the node's estimated_tokens or raise tpm"
-            )
+        self.check_tokens(provider, tokens)
         self._loop = loop
         self._users += 1
         try:
@@ -378,14 +374,12 @@ class Limits:
         if permit.provider_slot:
             self._provider_slots[provider].release()
         rate = self._rates.get(provider)
-        if rate is not None:
-            if permit.reservation is not None:
-                if permit.refused:
-                    rate.settle(permit.reservation, 0, self.clock.now())
-                elif tokens > 0:
-                    rate.settle(permit.reservation, tokens, self.clock.now())
-            elif tokens:
-                rate.record_tokens(self.clock.now(), tokens)
+        # A reservation exists whenever the provider has a tpm (see `_take`).
+        if rate is not None and permit.reservation is not None:
+            if permit.refused:
+                rate.settle(permit.reservation, 0, self.clock.now())
+            elif tokens > 0:
+                rate.settle(permit.reservation, tokens, self.clock.now())
         if not permit.refused:
             pressure = self._pressure.get(provider)
             if pressure is not None:
@@ -440,6 +434,17 @@ class Limits:
     def max_rate_limit_retries(self, provider: str | None) -> int:
         limit = self.providers.get(provider) if provider is not None else None
         return (limit or _DEFAULT_PROVIDER).max_rate_limit_retries
+
+    def check_tokens(self, provider: str | None, tokens: int, who: str = "a call") -> None:
+        """:raises ConfigurationError: ``tokens`` can never fit ``provider``'s tpm
+        (``who`` names the node in the message)."""
+        rate = self._rates.get(provider) if provider is not None else None
+        tpm = rate.limit.tpm if rate is not None else None
+        if tpm is not None and tokens > tpm:
+            raise ConfigurationError(
+                f"{who} estimates {tokens} tokens per call, which can never fit provider "
+                f"{provider!r}'s tpm={tpm}: lower its estimated_tokens or raise the tpm"
+            )
 
     def reserves_tokens(self, provider: str | None) -> bool:
         """Whether ``provider`` has a tokens/min limit (so node estimates matter)."""
