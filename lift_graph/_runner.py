@@ -70,6 +70,14 @@ class NodeRecord(NamedTuple):
     attempts: int
     error: str | None = None
     provider: str | None = None
+    #: When the node was handed to the runner, before it waited for a slot or a
+    #: provider's limits (``perf_counter``); ``started_at - queued_at`` is that wait.
+    queued_at: float | None = None
+    #: Only for a node run more than once: ``(began, ended, outcome)`` per attempt,
+    #: outcome ``"retry"`` (failed, retried), ``"rate_limited"`` (refused by its
+    #: provider, run again after the pause) or the last attempt's ``"succeeded"`` /
+    #: ``"failed"``. Gaps between attempts are backoff or a provider's pause.
+    attempt_log: tuple[tuple[float, float, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -208,7 +216,8 @@ def _refused(
             exc.node = name
     if records is not None:
         now = time.perf_counter()
-        records.append((key, name, now, 0.0, 0, f"{type(exc).__name__}: {exc}", provider))
+        error = f"{type(exc).__name__}: {exc}"
+        records.append((key, name, now, 0.0, 0, error, provider, now, ()))
 
 
 async def _call_within(node: Any, ctx: RunContext[Any], name: str, timeout: float) -> Any:
@@ -339,6 +348,7 @@ async def run_node(
         ``NodeExecutionError`` gets ``execution_id``, ``node_key`` and ``attempt``.
     """
     name = type(node).__name__
+    queued = time.perf_counter()
     try:
         provider, _, writes, retry, timeout, _ = _prepare(node, name, branch, settings)
     except Exception as refused:
@@ -363,8 +373,9 @@ async def run_node(
         early = settings.durable.before(node, key, branch, ctx)
         if isinstance(early, Replay):
             # Journaled, re-asked or cached: `run` is not called, no slot is taken.
+            now = time.perf_counter()
             record = NodeRecord(
-                key, name, time.perf_counter(), early.ms, early.attempts, provider=provider
+                key, name, now, early.ms, early.attempts, provider=provider, queued_at=queued
             )
             if records is not None:
                 records.append(tuple(record))
@@ -381,6 +392,7 @@ async def run_node(
     throttled = 0
     tokens = -1  # the tpm reservation, estimated once when first needed
     pause_began: float | None = None  # on the limits' clock, while a 429 pauses us
+    log: list[tuple[float, float, str]] | None = None  # attempts, once there are two
     target = provider
     while True:
         attempt += 1
@@ -436,15 +448,20 @@ async def run_node(
                 or not retry.should_retry(error, attempt - throttled)
             ):
                 if records is not None:
+                    now = time.perf_counter()
+                    if log is not None:
+                        log.append((began, now, "failed"))
                     records.append(
                         (
                             key,
                             name,
                             started,
-                            (running + time.perf_counter() - began) * 1000.0,
+                            (running + now - began) * 1000.0,
                             attempt,
                             f"{type(error).__name__}: {error}",
                             provider,
+                            queued,
+                            tuple(log) if log is not None else (),
                         )
                     )
                 if error is raised:
@@ -452,6 +469,9 @@ async def run_node(
                 if error is exc:
                     raise error from raised  # a wrapped CancelledError
                 raise error from exc
+            if log is None:
+                log = []
+            log.append((began, time.perf_counter(), "rate_limited" if paused else "retry"))
             # Undo everything the attempt changed before the next one: reassigned,
             # added or deleted fields (even undeclared ones), then in-place changes of
             # the fields it owns, from their copies.
@@ -463,13 +483,18 @@ async def run_node(
         else:
             if pending is not None:
                 settings.durable.after(pending, node, key, out, branch)
+            now = time.perf_counter()
+            if log is not None:
+                log.append((began, now, "succeeded"))
             record = NodeRecord(
                 key,
                 name,
                 started,
-                (running + time.perf_counter() - began) * 1000.0,
+                (running + now - began) * 1000.0,
                 attempt,
                 provider=provider,
+                queued_at=queued,
+                attempt_log=tuple(log) if log is not None else (),
             )
             if records is not None:
                 # A plain tuple of flat values: the cyclic GC untracks it, so 100,000

@@ -75,5 +75,6 @@ def cancelled_record(node: Any, key: str, started: float) -> tuple[Any, ...]:
         1,
         CANCELLED,
         getattr(node, "provider", None),
+        started,
     )
     return tuple(record)
