@@ -1,278 +1,170 @@
-"""Execute every notebook in notebooks/ the way Jupyter does, without Jupyter.
+"""The notebooks run in a Jupyter kernel and show what their text says.
 
-Each code cell is compiled with ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT`` and evaluated
-in one shared namespace, in order, inside a running event loop (as in an IPython
-kernel); a cell that uses top-level ``await`` compiles to a coroutine, which is
-awaited. Any exception fails the test and names the cell.
+Each notebook is executed from its jupytext source in notebooks/src (not from the
+committed .ipynb, so a stale notebook cannot hide a broken source), top to bottom,
+in one fresh ``python3`` kernel per notebook through nbclient, exactly as
+``notebooks/build_notebooks.py`` builds it. The tests then read the cells' outputs.
+The committed notebooks must match their sources and show executed cells.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import inspect
-import json
-import re
+import functools
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+import nbformat
 import pytest
+from nbclient.exceptions import CellExecutionError
+from nbformat import NotebookNode
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+from notebooks import build_notebooks as build
 
-
-def _source(cell: dict[str, Any]) -> str:
-    source = cell["source"]
-    return "".join(source) if isinstance(source, list) else str(source)
+NAMES = [path.stem for path in build.source_paths()]
 
 
-def _load(path: Path) -> dict[str, Any]:
-    notebook: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return notebook
+@functools.cache
+def executed(name: str) -> NotebookNode:
+    """Notebook ``name`` executed from its source (once per test session)."""
+    return build.execute(build.read_source(build.SOURCES / f"{name}.py"))
 
 
-async def run_cells(cells: list[tuple[str, str]]) -> dict[str, Any]:
-    """Run ``(where, source)`` cells in order in one namespace, as an IPython kernel does."""
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-    for where, source in cells:
-        # dont_inherit: a kernel does not compile cells under this module's
-        # `from __future__ import annotations`.
-        code = compile(
-            source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
-        )
-        try:
-            result = eval(code, namespace)
-            if code.co_flags & inspect.CO_COROUTINE:
-                await result
-        except Exception as exc:
-            raise AssertionError(f"{where} raised {type(exc).__name__}: {exc}") from exc
-    return namespace
+def cell_outputs(notebook: NotebookNode, containing: str) -> list[NotebookNode]:
+    """The outputs of the first code cell whose source contains ``containing``."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and containing in cell.source:
+            outputs: list[NotebookNode] = cell.outputs
+            return outputs
+    raise AssertionError(f"no code cell contains {containing!r}")
 
 
-async def run_notebook(path: Path) -> dict[str, Any]:
-    """Run ``path``'s code cells in order in one namespace; returns the namespace."""
-    cells = [
-        (f"{path.name}[cell {index}]", _source(cell))
-        for index, cell in enumerate(_load(path)["cells"])
-        if cell["cell_type"] == "code"
-    ]
-    return await run_cells(cells)
+def printed(notebook: NotebookNode, containing: str) -> str:
+    """What the cell whose source contains ``containing`` printed to stdout."""
+    outputs = cell_outputs(notebook, containing)
+    return "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
 
 
-def test_there_are_notebooks() -> None:
-    assert NOTEBOOKS, "notebooks/ holds no .ipynb file"
+def displayed(notebook: NotebookNode, containing: str) -> dict[str, str]:
+    """The mime bundle the cell whose source contains ``containing`` displayed."""
+    for output in cell_outputs(notebook, containing):
+        if output.output_type in ("execute_result", "display_data"):
+            return dict(output.data)
+    raise AssertionError(f"the cell with {containing!r} displayed nothing")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_is_valid_nbformat_4(path: Path) -> None:
-    notebook = _load(path)
-    assert notebook["nbformat"] == 4 and notebook["nbformat_minor"] >= 4
-    assert notebook["metadata"]["kernelspec"]["language"] == "python"
-    ids = [cell.get("id") for cell in notebook["cells"]]
-    assert len(set(ids)) == len(ids), "cell ids must be unique"
-    for cell in notebook["cells"]:
-        assert cell["cell_type"] in {"code", "markdown", "raw"}
-        assert isinstance(cell["metadata"], dict) and isinstance(cell["source"], (list, str))
-        if cell["cell_type"] == "code":
-            assert "outputs" in cell and "execution_count" in cell
-    assert any(c["cell_type"] == "code" for c in notebook["cells"])
+def test_there_are_the_three_notebooks() -> None:
+    assert {"quickstart", "parallel_patterns", "determinism"} <= set(NAMES)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-@pytest.mark.asyncio
-async def test_notebook_executes_in_a_running_loop(
-    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.chdir(path.parent)
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    asyncio.get_running_loop()  # the cells run where Jupyter's would: inside a loop
-    before = set(asyncio.all_tasks())
-    await run_notebook(path)
-    leftover = [t for t in asyncio.all_tasks() if t not in before and not t.done()]
-    assert leftover == [], f"tasks left running: {leftover}"
-    assert capsys.readouterr().out  # the notebook printed its results
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_top_to_bottom_cleanly(name: str) -> None:
+    notebook = executed(name)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    for cell in code:
+        kinds = {output.output_type for output in cell.outputs}
+        streams = {output.name for output in cell.outputs if output.output_type == "stream"}
+        # A warning or a traceback printed by a cell is a defect of the notebook too.
+        assert "error" not in kinds and "stderr" not in streams, (cell.source, cell.outputs)
+    assert printed(notebook, "all checks passed") == "all checks passed\n"
 
 
-@pytest.mark.asyncio
-async def test_quickstart_results() -> None:
-    namespace = await run_notebook(NOTEBOOK_DIR / "quickstart.ipynb")
-    result = namespace["result"]
-    assert result.output == "4/4 topics summarized"
-    assert [s.split(":")[0] for s in result.state.summaries] == [
-        "forks",
-        "joins",
-        "limits",
-        "retries",
-    ]
-    assert namespace["state"].summaries == []
-    assert namespace["limits"].provider_peak("fake") == 2
-    assert namespace["race"].output.winner == "fast"
+def test_quickstart_shows_runs_graphs_limits_failures_and_dspy() -> None:
+    notebook = executed("quickstart")
+    first = printed(notebook, "result = await graph.run(")
+    assert first.startswith("4/4 topics summarized\nforks: forks #")
+    assert "deterministic: True" in first and "caller's state untouched: True" in first
+    assert "0.Plan/3/0.Summarize" in printed(notebook, "for record in result.records")
+    assert "same state: True" in printed(notebook, "graph.run_sync(")
+    diagram = displayed(notebook, 'name="quickstart")\ngraph')
+    assert diagram["text/markdown"].startswith("```mermaid\n")
+    assert "Summarize" in diagram["text/markdown"] and "Combine" in diagram["text/markdown"]
+    assert "most 'fake' calls in flight at once: 2" in printed(notebook, "ProviderLimit(")
+    failed = printed(notebook, "except JoinError")
+    assert "simulated failure" in failed and "failed branches: [1]" in failed
+    assert "3/4 topics summarized, failed: [1]" in printed(notebook, "FailureMode.CONTINUE")
+    assert "['Forks run branches at once', 'Joins merge in branch order']" in printed(
+        notebook, "class Headline(DSPyNode"
+    )
 
 
-@pytest.mark.asyncio
-async def test_a_failing_cell_is_reported(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.ipynb"
-    cells = [
-        {"cell_type": "code", "id": "a", "metadata": {}, "source": ["x = 1\n"]},
-        {"cell_type": "code", "id": "b", "metadata": {}, "source": ["await asyncio.sleep(0)"]},
-    ]
-    bad.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4}))
-    with pytest.raises(AssertionError, match=r"bad.ipynb\[cell 1\] raised NameError"):
-        await run_notebook(bad)
+def test_parallel_patterns_shows_joins_failures_merges_limits_and_timelines() -> None:
+    notebook = executed("parallel_patterns")
+    joins = printed(notebook, "joins = {")
+    assert "ANY             broken=failed fast=succeeded(fast) medium=cancelled" in joins
+    assert "FIRST           JoinError, caused by ConnectionError" in joins
+    assert "winner=medium\n    deterministic=True" in joins
+    modes = printed(notebook, "modes = {")
+    assert "slow=succeeded(slow)" in modes.split("FAIL_FIRST")[1]
+    assert "attempts=3" in printed(notebook, "class Unreliable(Ask)")
+    merges = printed(notebook, "class Pick(Ask)")
+    assert "ALL_SUCCESS answers: ['slow', 'fast']" in merges
+    assert "MergeError: branches ['a', 'b'] all wrote state field 'best'" in merges
+    assert "MAJORITY: winner 'b', best=' paris', agreement 2/3" in merges
+    assert "| llm 3 | search 2" in printed(notebook, "class Search(Ask)")
+    assert "llm peak: 3" in printed(notebook, "asyncio.gather(")
+    assert "10/10 calls succeeded" in printed(notebook, "class Quota")
+    for cell in ("limited.timeline()", "pressed_timeline = pressed.timeline()"):
+        bundle = displayed(notebook, cell)
+        assert "image/svg+xml" in bundle, sorted(bundle)
+        assert "<svg" in bundle["image/svg+xml"]
+    assert printed(notebook, "pressed_timeline.save(") == "backpressure.svg True\n"
 
 
-def test_notebooks_match_their_builder() -> None:
+def test_determinism_shows_checks_a_caught_graph_races_and_the_plugin() -> None:
+    notebook = executed("determinism")
+    two = printed(notebook, "finish_orders, hashes = [], []")
+    assert "same output and state: True" in two
+    report = printed(notebook, "report = await check_determinism(")
+    assert "deterministic: True over 100 runs" in report
+    assert report.count("distinct results: 1") == 5
+    assert "graph 'logged' is not deterministic" in printed(notebook, "class Logged(Docs)")
+    assert "first difference: state.finish_order: [" in printed(notebook, "def first_difference")
+    race = printed(notebook, "class Replica(")
+    assert "result.deterministic: False" in race
+    assert "outputs agree: True | verdict: False" in race
+    assert "2 passed" in printed(notebook, "test_module = ")
+
+
+def test_committed_notebooks_match_their_sources_and_ran() -> None:
     proc = subprocess.run(
-        [sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), "--check"],
+        [sys.executable, str(build.HERE / "build_notebooks.py"), "--check"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.asyncio
-async def test_docs_index_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert blocks, "docs/index.md has no python example"
-    await run_cells([(f"docs/index.md[block {i}]", b) for i, b in enumerate(blocks)])
-    out = capsys.readouterr().out.splitlines()
-    assert out == ["A + B + C", "['a: ...', 'b: ...', 'c: ...']", "True"]
-
-
-@pytest.mark.asyncio
-async def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 1, "README.md should have exactly one python example"
-    await run_cells([("README.md[example]", blocks[0])])
-    assert capsys.readouterr().out.splitlines() == [
-        "3/3: summary of a; summary of b; summary of c True"
+def test_check_reports_stale_unexecuted_failed_and_orphan_notebooks(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name in ("fresh", "stale", "unrun", "failed", "missing"):
+        (src / f"{name}.py").write_text(f"# %% [markdown]\n# {name}\n\n# %%\nx = 1\n")
+    for name in ("fresh", "stale", "unrun", "failed"):
+        notebook = build.read_source(src / f"{name}.py")
+        if name != "unrun":
+            notebook.cells[1].execution_count = 1
+        if name == "failed":
+            error = nbformat.v4.new_output("error", ename="E", evalue="boom", traceback=[])
+            notebook.cells[1].outputs = [error]
+        build.write(notebook, out / f"{name}.ipynb")
+    (src / "stale.py").write_text("# %%\nx = 2\n")
+    build.write(build.read_source(src / "fresh.py"), out / "orphan.ipynb")
+    assert build.problems(src, out) == [
+        f"orphan.ipynb has no source orphan.py in {src}",
+        "failed.ipynb: cell 1 shows an error",
+        "missing.ipynb is missing",
+        "stale.ipynb: its cells differ from stale.py",
+        "unrun.ipynb: cell 1 was never executed",
     ]
 
 
-@pytest.mark.asyncio
-async def test_concepts_typeddict_reducer_example_runs() -> None:
-    text = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "TypedDict" in b)
-    setup = (
-        "import operator\nfrom dataclasses import dataclass\n"
-        "from typing import Annotated, NotRequired, TypedDict\n"
-        "from lift_graph import BaseNode, End, Fork, Graph, RunContext, append\n"
-    )
-    check = (
-        "@dataclass\nclass Start(BaseNode[State]):\n"
-        "    async def run(self, ctx: RunContext[State]) -> Fork[State]:\n"
-        "        return Fork([Bump(), Bump(), Bump()])\n"
-        "result = await Graph(nodes=[Start, Bump]).run(Start(), state={'count': 0})\n"
-        "assert result.state == {'count': 3}, result.state\n"
-    )
-    await run_cells([("setup", setup), ("docs/concepts.md[TypedDict]", block), ("check", check)])
-
-
-@pytest.mark.asyncio
-async def test_docs_agents_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("pydantic_ai")
-    text = (ROOT / "docs" / "agents.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 4, "docs/agents.md: update this test with its examples"
-    await run_cells([(f"docs/agents.md[block {i}]", b) for i, b in enumerate(blocks)])
-    assert capsys.readouterr().out.splitlines() == [
-        "Summarize for children: graphs run agents",
-        "True",
-        "True",
-        "Graphs run agents!",
-        "4",
-        "['request', 'response', 'request', 'response']",
-        "['summary'] ['text']",
-        "['text'] ['summary']",
-        "Agents, in a graph.",
-        "True",
-    ]
-
-
-@pytest.mark.asyncio
-async def test_docs_durability_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "docs" / "durability.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 3, "docs/durability.md: update this test with its examples"
-    # The first example calls asyncio.run, so it runs outside the test's loop.
-    namespace: dict[str, Any] = {"__name__": "docs_durability"}
-    await asyncio.to_thread(exec, compile(blocks[0], "docs/durability.md[0]", "exec"), namespace)
-    await run_cells([(f"docs/durability.md[block {i}]", b) for i, b in enumerate(blocks[1:], 1)])
-    assert capsys.readouterr().out.splitlines() == [
-        "failed: provider went away",
-        "An essay on 1. why graphs 2. how",
-        "['outline', 'write', 'write']",
-        "{'0.Review/legal/0.Approve': 'may we ship? (legal)', "
-        "'0.Review/ops/0.Approve': 'may we ship? (ops)'}",
-        "['0.Review/legal/0.Approve']",
-        "shipped with [('legal', 'ok'), ('ops', 'yes')]",
-        "1 1 3",
-    ]
-
-
-@pytest.mark.asyncio
-async def test_docs_backpressure_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "docs" / "backpressure.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 2, "docs/backpressure.md: update this test with its examples"
-    # The examples call asyncio.run, so they run outside the test's loop, in order.
-    namespace: dict[str, Any] = {"__name__": "docs_backpressure"}
-
-    def run_all() -> None:
-        for i, block in enumerate(blocks):
-            code = compile(block, f"docs/backpressure.md[{i}]", "exec", dont_inherit=True)
-            exec(code, namespace)
-
-    await asyncio.to_thread(run_all)
-    assert capsys.readouterr().out.splitlines() == [
-        "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]",
-        "1 refusals, learned 5 per minute",
-        "last call at t=120 s",
-        "True",
-    ]
-
-
-@pytest.mark.asyncio
-async def test_docs_events_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 1, "docs/events.md: update this test with its examples"
-    printed = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
-    assert len(printed) == 1, "docs/events.md: the example's output follows it"
-    before = set(asyncio.all_tasks())
-    await run_cells([("docs/events.md[block 0]", blocks[0])])
-    assert [t for t in asyncio.all_tasks() if t not in before and not t.done()] == []
-    out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
-    assert out == printed[0].splitlines()
-
-
-@pytest.mark.asyncio
-async def test_docs_batches_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "docs" / "batches.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 4, "docs/batches.md: update this test with its examples"
-    before = set(asyncio.all_tasks())
-    await run_cells([(f"docs/batches.md[block {i}]", b) for i, b in enumerate(blocks)])
-    assert [t for t in asyncio.all_tasks() if t not in before and not t.done()] == []
-    captured = capsys.readouterr()
-    assert captured.out.splitlines() == [
-        "['bug', 'question', None, 'bug']",
-        "{2: ValueError('empty ticket')}",
-        "3 1",
-        "0 bug",
-        "1 failed: empty ticket",
-        "2 question",
-        "100 25 4",
-        "1 {1: ConnectionError('provider went away')}",
-        "['APP CRASHES ON START', 'HOW DO I EXPORT?'] "
-        "['app crashes on start', 'how do I export?', 'how do I export?']",
-    ]
-    assert "100/100" in captured.err and "failed=25" in captured.err  # the progress bar
+def test_a_failing_cell_fails_the_execution(tmp_path: Path) -> None:
+    source = tmp_path / "bad.py"
+    source.write_text("# %%\nx = 1\n\n# %%\nx / 0\n")
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        build.execute(build.read_source(source))
