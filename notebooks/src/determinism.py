@@ -11,6 +11,7 @@
 # and runs the same check from a pytest test file with the pytest plugin.
 
 # %%
+import os
 import subprocess
 import sys
 import tempfile
@@ -292,7 +293,7 @@ async def test_a_race_is_caught(lift_determinism):
 folder = Path(tempfile.mkdtemp())
 (folder / "test_graph.py").write_text(test_module)
 # The subprocess imports the same lift_graph as this notebook (the repository root).
-env = {"PYTHONPATH": str(Path.cwd())}
+env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
 command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_graph.py"]
 proc = subprocess.run(
     command, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False

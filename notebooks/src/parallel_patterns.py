@@ -90,9 +90,9 @@ def four() -> dict[str, BaseNode[State]]:
     """Four branches; they finish (or fail) in this order."""
     return {
         "broken": Ask("broken", 0.01, broken=True),
-        "fast": Ask("fast", 0.02),
-        "medium": Ask("medium", 0.04),
-        "slow": Ask("slow", 0.08),
+        "fast": Ask("fast", 0.04),
+        "medium": Ask("medium", 0.12),
+        "slow": Ask("slow", 0.25),
     }
 
 
@@ -162,7 +162,7 @@ for title, options in joins.items():
 modes = {
     "FAIL_ALL": dict(on_error=FailureMode.FAIL_ALL),
     "FAIL_FIRST": dict(on_error=FailureMode.FAIL_FIRST),
-    "timeout 0.05 s": dict(on_error=FailureMode.CONTINUE, timeout=0.05),
+    "timeout 0.08 s": dict(on_error=FailureMode.CONTINUE, timeout=0.08),
 }
 for title, options in modes.items():
     seen[title] = await fanout(four(), **options)
