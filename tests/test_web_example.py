@@ -8,11 +8,14 @@ drive the ASGI app directly with a receive / send pair.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,9 +262,14 @@ async def test_the_page_is_served(client: httpx.AsyncClient) -> None:
     assert "source.close()" in response.text  # or the browser reconnects at the end
 
 
-async def test_a_bad_request_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.post("/runs", json={"topics": [], "latency": 0.01})
-    assert response.status_code == 422
+async def test_the_body_is_checked_and_optional(client: httpx.AsyncClient) -> None:
+    for bad in ({"topics": []}, {"latency": -1}, {"topics": ["x" * 81]}, {"topics": "forks"}):
+        assert (await client.post("/runs", json=bad)).status_code == 422, bad
+    response = await client.post("/runs")  # no body: the default topics
+    assert response.status_code == 202
+    _, messages = await read_stream(client, response.json()["execution_id"])
+    assert messages[-1].event == "run_finished"
+    assert messages[0].fields["start"] == "Plan" and messages[0].fields["graph"] == "research"
 
 
 async def test_delete_cancels_a_run(client: httpx.AsyncClient) -> None:
@@ -481,3 +489,19 @@ async def test_a_client_that_leaves_stops_its_stream_not_the_run(spec_version: s
             assert replay[-1].event == "run_finished"
     finally:
         await app.state.registry.aclose()
+
+
+# -- docs/web.md ----------------------------------------------------------------------------
+
+
+async def test_docs_web_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "web.md").read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/web.md: update this test with its examples"
+    printed = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
+    code = compile(
+        blocks[0], "docs/web.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    namespace: dict[str, Any] = {"__name__": "docs_web"}
+    await eval(code, namespace)
+    assert capsys.readouterr().out == printed[0] + "\n"
