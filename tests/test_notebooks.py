@@ -10,6 +10,7 @@ The committed notebooks must match their sources and show executed cells.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,12 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 from nbformat import NotebookNode
 
-from notebooks import build_notebooks as build
+# Loaded by path: notebooks/ is a folder of the repository, not a package.
+_BUILDER = Path(__file__).resolve().parent.parent / "notebooks" / "build_notebooks.py"
+_spec = importlib.util.spec_from_file_location("build_notebooks", _BUILDER)
+assert _spec is not None and _spec.loader is not None
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
 
 NAMES = [path.stem for path in build.source_paths()]
 
