@@ -268,7 +268,7 @@ def _bars(c: _Canvas, bars: Sequence[Bar], colors: dict[str | None, str]) -> Non
     for bar in bars:
         if bar.lane >= c.lanes:
             continue
-        if (bar.end_ms - bar.start_ms) * scale >= _MIN_PX or bar.status == "replayed":
+        if (bar.end_ms - bar.start_ms) * scale >= _MIN_PX:
             flush()
             _bar(c, bar, colors[bar.provider])
             continue
@@ -375,21 +375,21 @@ def _legend_items(layout: Layout, colors: dict[str | None, str]) -> list[tuple[s
     return items
 
 
-def _legend(c: _Canvas, items: Sequence[tuple[str, str]], top: float) -> float:
-    """Draw the legend from ``top``, wrapping; returns where it ends."""
+def _legend(items: Sequence[tuple[str, str]], top: float, width: int) -> tuple[str, float]:
+    """The legend's markup from ``top``, wrapping at ``width``, and where it ends."""
     x, y = float(_LABEL_W), top
-    c.out.append('<g class="legend" font-size="10" fill="#444444">')
+    out = ['<g class="legend" font-size="10" fill="#444444">']
     for swatch, label in items:
-        w = 20 + 6 * len(label) + 12
-        if x + w > c.width - _RIGHT and x > _LABEL_W:
+        w = 20 + 6 * len(label) + 12  # a label's width, roughly, at this font size
+        if x + w > width - _RIGHT and x > _LABEL_W:
             x, y = float(_LABEL_W), y + _LEGEND_ROW
-        c.out.append(
+        out.append(
             f'<g transform="translate({x:.0f},{y:.0f})">{swatch}'
             f'<text x="16" y="9">{esc(label)}</text></g>'
         )
         x += w
-    c.out.append("</g>")
-    return y + _LEGEND_ROW
+    out.append("</g>")
+    return "".join(out), y + _LEGEND_ROW
 
 
 def render_svg(layout: Layout, *, title: str, width: int, max_lanes: int, uid: str) -> str:
@@ -401,9 +401,8 @@ def render_svg(layout: Layout, *, title: str, width: int, max_lanes: int, uid: s
     c = _Canvas(layout, width, drawn, uid)
     colors = provider_colors(b.provider for b in layout.bars)
     bottom = c.y(max(rows, 1))
-    items = _legend_items(layout, colors)
-    legend = _Canvas(layout, width, drawn, uid)
-    height = _legend(legend, items, bottom + 10) + 4
+    legend, end = _legend(_legend_items(layout, colors), bottom + 10, width)
+    height = end + 4
     out = c.out
     out.append(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
@@ -427,6 +426,6 @@ def render_svg(layout: Layout, *, title: str, width: int, max_lanes: int, uid: s
     if len(lanes) > drawn:
         _rest(c, lanes, layout.bars)
     _marks(c, layout.marks)
-    out.extend(legend.out)
+    out.append(legend)
     out.append("</svg>")
     return "".join(out)
