@@ -26,6 +26,7 @@ from .events import EventSink, GraphEvent, iterate
 from .limits import Limits
 from .node import BaseNode, check_node
 from .store import GraphState, Store
+from .timeline import Timeline
 
 __all__ = ["Graph", "GraphEvent", "RunResult"]
 
@@ -58,12 +59,18 @@ class RunResult(Generic[StateT]):
     cache_misses: int = 0
     _raw_records: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _records: list[NodeRecord] | None = field(default=None, repr=False)
+    #: When the run began (``perf_counter``): time 0 of its timeline.
+    _began: float | None = field(default=None, repr=False)
 
     @property
     def records(self) -> list[NodeRecord]:
         if self._records is None:
             self._records = sorted(map(NodeRecord._make, self._raw_records), key=_key_order)
         return self._records
+
+    def timeline(self, *, width: int = 960, max_lanes: int = 40) -> Timeline:
+        """What overlapped in this run, drawn as SVG (see ``lift_graph.Timeline``)."""
+        return Timeline.of(self, width=width, max_lanes=max_lanes)
 
 
 class Graph(Generic[StateT]):
@@ -283,6 +290,7 @@ class Graph(Generic[StateT]):
             _raw_records=scheduler.records,
             deterministic=deterministic,
             elapsed_ms=(time.perf_counter() - began) * 1000.0,
+            _began=began,
             peak_concurrency=peak,
             interrupts=dict(scheduler.interrupts),
             cache_hits=settings.durable.hits if settings.durable is not None else 0,
