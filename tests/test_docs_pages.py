@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_notebooks import run_cells
+from tests.test_docs_examples import run_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES_HEADER = "| workload | engine | figure | unit | x lift_graph |"

@@ -82,6 +82,7 @@ def test_quickstart_shows_runs_graphs_limits_failures_and_dspy() -> None:
     assert first.startswith("4/4 topics summarized\nforks: forks #")
     assert "deterministic: True" in first and "caller's state untouched: True" in first
     assert "0.Plan/3/0.Summarize" in printed(notebook, "for record in result.records")
+    assert "<svg" in displayed(notebook, "result.timeline()")["image/svg+xml"]
     assert "same state: True" in printed(notebook, "graph.run_sync(")
     diagram = displayed(notebook, 'name="quickstart")\ngraph')
     assert diagram["text/markdown"].startswith("```mermaid\n")
@@ -111,7 +112,7 @@ def test_parallel_patterns_shows_joins_failures_merges_limits_and_timelines() ->
     assert "| llm 3 | search 2" in printed(notebook, "class Search(Ask)")
     assert "llm peak: 3" in printed(notebook, "asyncio.gather(")
     assert "10/10 calls succeeded" in printed(notebook, "class Quota")
-    for cell in ("limited.timeline()", "pressed_timeline = pressed.timeline()"):
+    for cell in ("limited.timeline()", "retried.timeline()", "pressed.timeline()"):
         bundle = displayed(notebook, cell)
         assert "image/svg+xml" in bundle, sorted(bundle)
         assert "<svg" in bundle["image/svg+xml"]

@@ -125,6 +125,14 @@ branch_ms = sum(r.execution_time_ms for r in result.records if r.node == "Summar
 print(f"run: {result.elapsed_ms:.0f} ms; the four branches alone: {branch_ms:.0f} ms")
 
 # %% [markdown]
+# The same records as a picture: `result.timeline()` draws a lane per path, a bar per
+# node attempt, and where the fork split and joined (more in the parallel patterns
+# notebook).
+
+# %%
+result.timeline()
+
+# %% [markdown]
 # `run_sync` takes the same arguments. It works in a script and also here, inside the
 # notebook's running loop (it runs the graph on a helper thread and waits). With
 # join `ALL` the output and the final state are byte-identical at any
