@@ -38,7 +38,12 @@ SOURCES = HERE / "src"
 #: Seconds one cell may run before the build (or test) fails.
 CELL_TIMEOUT = 120
 KERNEL = "python3"
-_KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": KERNEL}
+
+
+def _metadata() -> NotebookNode:
+    """Notebook metadata without the interpreter's version or jupytext's settings."""
+    kernelspec = {"display_name": "Python 3", "language": "python", "name": KERNEL}
+    return nbformat.from_dict({"kernelspec": kernelspec, "language_info": {"name": "python"}})
 
 
 def source_paths(src: Path = SOURCES) -> list[Path]:
@@ -49,9 +54,7 @@ def source_paths(src: Path = SOURCES) -> list[Path]:
 def read_source(path: Path) -> NotebookNode:
     """The unexecuted notebook of jupytext source ``path``, with stable metadata."""
     notebook = jupytext.read(path, fmt="py:percent")
-    notebook.metadata = nbformat.from_dict(
-        {"kernelspec": dict(_KERNELSPEC), "language_info": {"name": "python"}}
-    )
+    notebook.metadata = _metadata()
     for index, cell in enumerate(notebook.cells):
         # Position-derived ids: a rebuild does not reshuffle random ones.
         cell.id = hashlib.sha256(f"{path.stem}:{index}".encode()).hexdigest()[:8]
@@ -81,9 +84,7 @@ def execute(notebook: NotebookNode, *, timeout: int = CELL_TIMEOUT) -> NotebookN
 
 def strip_volatile(notebook: NotebookNode) -> NotebookNode:
     """Drop what changes on every run without saying anything about the notebook."""
-    notebook.metadata = nbformat.from_dict(
-        {"kernelspec": dict(_KERNELSPEC), "language_info": {"name": "python"}}
-    )
+    notebook.metadata = _metadata()  # the kernel filled in its version
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
     return notebook
