@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +307,49 @@ def _seconds(line: str) -> tuple[float, float]:
 def test_demo_rejects_unknown_examples() -> None:
     result = invoke("demo", "nope")
     assert result.exit_code == 2 and "unknown example(s) nope" in result.stderr
+
+
+# -- docs/cli.md --------------------------------------------------------------------------
+
+
+def _run_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "lift_graph", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_docs_cli_example_module_runs_as_documented(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/cli.md: update this test with its examples"
+    (tmp_path / "summaries.py").write_text(blocks[0])
+    (tmp_path / "state.json").write_text('{"doc_ids": ["a", "b", "c"]}')
+    ran = _run_in(tmp_path, "run", "summaries:graph", "--start", "Plan", "--state", "state.json")
+    assert ran.returncode == 0, ran.stderr
+    table = re.search(r"```text\n(key .*?)```", text, flags=re.DOTALL)
+    assert table is not None
+    documented = [line.split()[:2] for line in table.group(1).splitlines()[2:]]
+    printed = [line.split()[:2] for line in ran.stdout.splitlines()[2:7]]
+    assert printed == documented
+    assert 'output: "summary of a; summary of b; summary of c"' in ran.stdout
+    checked = _run_in(
+        tmp_path,
+        "check",
+        "summaries:graph",
+        "--start",
+        "Plan",
+        "--state",
+        "state.json",
+        "--runs",
+        "8",
+    )
+    assert checked.returncode == 0 and checked.stdout.startswith("deterministic: 8 runs")
+    drawn = _run_in(tmp_path, "mermaid", "summaries:graph", "--markdown")
+    assert drawn.returncode == 0 and drawn.stdout.startswith("```mermaid\nflowchart TD")
