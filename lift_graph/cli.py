@@ -23,8 +23,10 @@ from ._cli_common import USAGE_ERRORS, fail, guard, start_options
 from ._cli_load import CliUsageError, build_start, load_graph, load_object, load_state, parse_json
 from ._cli_progress import NodeProgress
 from ._cli_report import as_json, dumps, interrupt_help, record_row, timing_table
+from .errors import CheckpointError
 from .graph import RunResult, _key_order
 from .sqlite_store import SQLiteStore
+from .store import GraphState
 
 __all__ = ["TARGET_KEY", "cli", "main"]
 
@@ -64,7 +66,22 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _open_store(path: str, *, existing: bool) -> SQLiteStore:
     if existing and not Path(path).is_file():
         raise CliUsageError(f"--store {path} does not exist: give the file the run was stored in")
-    return SQLiteStore(path)
+    try:
+        return SQLiteStore(path)
+    except CheckpointError as exc:
+        raise CliUsageError(f"--store {path}: {exc}") from exc
+
+
+def _load_row(store: SQLiteStore, path: str, execution_id: str) -> GraphState:
+    try:
+        row = store.load_run(execution_id)
+    except CheckpointError as exc:
+        store.close()
+        raise CliUsageError(f"--store {path}: {exc}") from exc
+    if row is None:
+        store.close()
+        raise CliUsageError(f"{path} has no run {execution_id!r}: check the id")
+    return row
 
 
 # -- run / resume ----------------------------------------------------------------------
@@ -255,10 +272,7 @@ def resume(
     def prepare() -> tuple[Any, ...]:
         answers = _answers(answer_pairs)
         store = _open_store(store_path, existing=True)
-        row = store.load_run(execution_id)
-        if row is None:
-            store.close()
-            raise CliUsageError(f"{store_path} has no run {execution_id!r}: check the id")
+        row = _load_row(store, store_path, execution_id)
         graph_target = target or row.metadata.get(TARGET_KEY)
         if not graph_target:
             store.close()

@@ -6,6 +6,8 @@ console script would); the others use click's ``CliRunner`` in this process.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from lift_graph import SQLiteStore
+from lift_graph._cli_progress import NodeProgress
 from lift_graph._diff import MISSING, first_difference
 from lift_graph.cli import TARGET_KEY, cli
 from lift_graph.determinism import check_determinism_sync
@@ -353,3 +356,32 @@ def test_docs_cli_example_module_runs_as_documented(tmp_path: Path) -> None:
     assert checked.returncode == 0 and checked.stdout.startswith("deterministic: 8 runs")
     drawn = _run_in(tmp_path, "mermaid", "summaries:graph", "--markdown")
     assert drawn.returncode == 0 and drawn.stdout.startswith("```mermaid\nflowchart TD")
+
+
+def test_a_store_that_is_not_a_database_is_a_usage_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite at all " * 100)
+    result = invoke("run", f"{G}:tiny", "--start", "Bump", "--store", str(junk))
+    assert result.exit_code == 2 and f"--store {junk}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_progress_bar_counts_nodes_and_keeps_records() -> None:
+    stream = io.StringIO()
+    progress = NodeProgress(stream, bar=True)
+    state = cli_graphs.Docs(doc_ids=["a", "b"])
+
+    async def go() -> None:
+        await cli_graphs.graph.run(cli_graphs.Plan(), state=state, _events=progress)
+
+    asyncio.run(go())
+    assert progress._bar is not None and progress._bar.n == 4  # tqdm counts finished nodes
+    progress.close()
+    assert sorted(progress.records) == [
+        "0.Plan",
+        "0.Plan/0/0.Summarize",
+        "0.Plan/1/0.Summarize",
+        "1.Combine",
+    ]
+    assert progress.finished == 4 and progress.running == set()
+    assert "nodes:" in stream.getvalue()
