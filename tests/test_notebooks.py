@@ -127,7 +127,7 @@ def test_determinism_shows_checks_a_caught_graph_races_and_the_plugin() -> None:
     assert "deterministic: True over 100 runs" in report
     assert report.count("distinct results: 1") == 5
     assert "graph 'logged' is not deterministic" in printed(notebook, "class Logged(Docs)")
-    assert "first difference: state.finish_order: [" in printed(notebook, "def first_difference")
+    assert "first difference: state.finish_order" in printed(notebook, "caught.first_difference")
     race = printed(notebook, "class Replica(")
     assert "result.deterministic: False" in race
     assert "outputs agree: True | verdict: False" in race

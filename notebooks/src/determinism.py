@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -168,30 +168,18 @@ except DeterminismError as error:
     print(textwrap.fill(str(error), 88))
 
 # %% [markdown]
-# The report says *that* runs disagree (and from which run on); to see *where*,
-# compare two final states field by field. The outputs agree here (8 summaries every
-# time); the first differing field is the log the join copied.
-
+# The report says where: `first_difference` is the first field (a path into the output
+# or the state) where the first divergent run differs from run 0, with both values.
+# The outputs agree (8 summaries every time); the state field the join copied from the
+# shared log does not. From a shell, `lift-graph check module:graph --start Plan --runs
+# 100` runs the same check and exits 1 with this field.
 
 # %%
-def first_difference(a: Any, b: Any, path: str = "state") -> str | None:
-    """The path of the first field where ``a`` and ``b`` differ, or None."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(a.keys() | b.keys()):
-            found = first_difference(a.get(key), b.get(key), f"{path}.{key}")
-            if found:
-                return found
-        return None
-    return None if a == b else f"{path}: {a!r} != {b!r}"
-
-
-deps = {"lm": lm, "log": []}
-runs = [await flaky_graph.run(LoggedPlan(), state=logged, deps=deps) for _ in range(2)]
-while runs[0].state == runs[-1].state:  # two runs may happen to agree: run again
-    runs.append(await flaky_graph.run(LoggedPlan(), state=logged, deps=deps))
-difference = first_difference(runs[0].state.model_dump(), runs[-1].state.model_dump())
-print("outputs:", runs[0].output, runs[-1].output)
-print("first difference:", difference)
+path, in_run_0, in_that_run = caught.first_difference
+print("first divergent run:", caught.first_divergent_run)
+print("first difference:", path)
+print("  run 0:     ", in_run_0)
+print("  that run:  ", in_that_run)
 
 # %% [markdown]
 # ## Races are flagged, even when their answers agree
@@ -294,7 +282,7 @@ folder = Path(tempfile.mkdtemp())
 (folder / "test_graph.py").write_text(test_module)
 # The subprocess imports the same lift_graph as this notebook (the repository root).
 env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
-command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_graph.py"]
+command = [sys.executable, "-m", "pytest", "-q", "--color=no", "test_graph.py"]
 proc = subprocess.run(
     command, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False
 )
@@ -308,7 +296,7 @@ assert hashes[0] == hashes[1] and finish_orders[0] != finish_orders[1]
 assert report.deterministic and report.runs == 100
 assert all(len(seen) == 1 for seen in report.by_concurrency.values())
 assert not caught.deterministic and caught.first_divergent_run is not None
-assert difference is not None and difference.startswith("state.finish_order")
+assert path.startswith("state.finish_order")
 assert raced.deterministic is False
 assert race_report.results_agree and not race_report.deterministic
 assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
