@@ -352,7 +352,8 @@ pressed = await quota_graph.run(Fanout(calls), state=State(), deps=quota, limits
 
 status = pressure.status("llm")
 print(f"{pressed.output.succeeded}/{pressed.output.total} calls succeeded")
-print(f"{status.refusals} refusals, {len(status.pauses)} pauses, took {pressed.elapsed_ms:.0f} ms")
+print(f"refusals: {status.refusals}, pauses: {len(status.pauses)}", end=", ")
+print(f"took {pressed.elapsed_ms:.0f} ms")
 
 # %% [markdown]
 # ## The timeline of a run
@@ -360,7 +361,7 @@ print(f"{status.refusals} refusals, {len(status.pauses)} pauses, took {pressed.e
 # `result.timeline()` draws what overlapped: a lane per path (the main path, each
 # branch), a bar per node attempt coloured by provider, the waits for a slot (grey),
 # retries and 429 pauses, and where the fork split and joined. It renders inline in
-# Jupyter (and in this notebook on GitHub), and `save(path)` writes it to a file.
+# Jupyter (a saved notebook keeps the picture), and `save(path)` writes it to a file.
 #
 # The limited run above: never more than four nodes at once (the global cap), of which
 # at most three `llm` and two `search`; every other branch waits for a slot.
