@@ -73,8 +73,9 @@ def node_id(name: str) -> str:
 
 def escape(label: str) -> str:
     """Text safe inside a quoted mermaid label (entity codes for the specials)."""
-    out = label.replace("#", "#35;").replace('"', "#quot;")
-    return out.replace("<", "#lt;").replace(">", "#gt;").replace("|", "#124;")
+    out = label.replace("#", "#35;").replace('"', "#quot;").replace("`", "#96;")
+    out = out.replace("<", "#lt;").replace(">", "#gt;").replace("|", "#124;")
+    return " ".join(out.splitlines())  # one statement per line
 
 
 def render(
@@ -96,7 +97,7 @@ def render(
             chart.nodes.append(f'    {node_id(name)}["{escape(name)}"]')
             _class_edges(chart, name, by_name[name])
             _blocks(chart, name, by_name, blocks[name], observed, dict_reducers)
-    _runtime_edges(chart, by_name, blocks, static, observed)
+    _runtime_edges(chart, blocks, static, observed)
     return _assemble(chart)
 
 
@@ -137,7 +138,8 @@ def _member_only(
         for m in b.members or ()
     }
     reached = {dst for _, dst, kind in static if kind != "pipeline"}
-    reached |= {dst for _, dst, kind in observed - static}
+    # A class that ran as a path node (a run's start, say) needs its own box too.
+    reached |= {end for src, dst, _ in observed - static for end in (src, dst)}
     return {m for m in members if m in by_name and m not in reached}
 
 
@@ -173,7 +175,9 @@ def _blocks(
     for kind, flagged in (("fork", static.forks), ("pipeline", static.pipelines)):
         if flagged and kind not in drawn and kind not in seen:
             placeholder = f"{src}__{kind}"
-            chart.nodes.append(f'    {placeholder}{{{{"{kind}: branches known at run time"}}}}')
+            what = "branches" if kind == "fork" else "members"
+            text = f"{kind}: {what} known at run time"
+            chart.nodes.append(f'    {placeholder}{{{{"{text}"}}}}')
             chart.tag(placeholder, "unknown")
             chart.edge(src, placeholder)
 
@@ -251,7 +255,6 @@ def _inferred(
 # -- what runs added ----------------------------------------------------------------
 def _runtime_edges(
     chart: _Chart,
-    by_name: Mapping[str, type],
     blocks: Mapping[str, list[Block] | None],
     static: set[tuple[str, str, str]],
     observed: Set[tuple[str, str, str]],
@@ -259,8 +262,6 @@ def _runtime_edges(
     """Transitions runs took that the static picture lacks, dotted."""
     rank = {"next": 0, "end": 1, "fork": 2, "pipeline": 3, "join": 4}
     for src, dst, kind in sorted(observed - static, key=lambda e: (e[0], rank[e[2]], e[1])):
-        if src not in by_name or (dst not in by_name and dst != END):
-            continue  # a class of another graph object reusing this one's history
         target = _END_ID if dst == END else node_id(dst)
         origin, label = _runtime_origin(src, kind, blocks.get(src) or [])
         chart.runtime.append(len(chart.edges))

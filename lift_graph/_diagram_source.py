@@ -63,13 +63,23 @@ def declared_blocks(cls: type, by_name: Mapping[str, type]) -> list[Block] | Non
         return None
     func = inspect.unwrap(run)
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+        body = _parse(inspect.getsource(func))
     except (OSError, TypeError, SyntaxError):
         return None
-    if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+    if not body or not isinstance(body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
-    scope = _Scope(tree.body[0], getattr(func, "__globals__", {}), by_name, cls.__name__)
+    scope = _Scope(body[0], getattr(func, "__globals__", {}), by_name, cls.__name__)
     return scope.blocks()
+
+
+def _parse(source: str) -> list[ast.stmt]:
+    """The statements of a method's source, which is indented as in its class."""
+    try:
+        return ast.parse(textwrap.dedent(source)).body
+    except SyntaxError:
+        # A string literal continued at column 0 leaves nothing to dedent.
+        wrapped = ast.parse("if 1:\n" + source).body[0]
+        return wrapped.body if isinstance(wrapped, ast.If) else []
 
 
 class _Scope:

@@ -3,7 +3,10 @@ pipelines (member dependencies), loops; run-time transitions drawn apart."""
 
 from __future__ import annotations
 
+import linecache
+import re
 import textwrap
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import pytest
@@ -11,6 +14,7 @@ from pydantic import BaseModel
 
 from lift_graph import (
     BaseNode,
+    DSPyNode,
     End,
     FailureMode,
     Fork,
@@ -169,7 +173,7 @@ class Pick(BaseNode[Doc]):
 
 class Race(BaseNode[Doc]):
     async def run(self, ctx: RunContext[Doc]) -> Fork[Doc]:
-        branches = {"fast": Fast(), 'say "hi" <now>': Slow()}
+        branches = {"fast": Fast(), 'say "hi" <now>\n`|#': Slow()}
         return Fork(
             branches,
             then=Archive() if ctx.state.rounds else None,
@@ -224,7 +228,7 @@ def test_a_dict_fork_labels_branches_by_key_and_escapes_them() -> None:
         '    Race__fork0{{"fork"}}',
         "    Race --> Race__fork0",
         '    Race__fork0 -->|"fast"| Fast',
-        '    Race__fork0 -->|"say #quot;hi#quot; #lt;now#gt;"| Slow',
+        '    Race__fork0 -->|"say #quot;hi#quot; #lt;now#gt; #96;#124;#35;"| Slow',
         '    Race__fork0 ==>|"FIRST_ACCEPTED, merge FIRST_SUCCESS, on_error CONTINUE, '
         'timeout 2.5s"| Archive',
         '    Race__fork0 ==>|"FIRST_ACCEPTED, merge FIRST_SUCCESS, on_error CONTINUE, '
@@ -366,3 +370,98 @@ def test_the_checker_rejects_malformed_text(old: str, new: str, message: str) ->
     assert old in GOOD
     with pytest.raises(AssertionError, match=message):
         check(GOOD.replace(old, new, 1))
+
+
+# -- the docs example prints the diagram the docs show ------------------------------------
+def test_docs_diagram_example_prints_the_diagram_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "concepts.md").read_text("utf-8")
+    section = text.split("## Diagrams", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    shown = re.findall(r"```mermaid\n(.*?)```", section, flags=re.DOTALL)[0]
+    # As IPython does for a cell, so that inspect.getsource finds the classes' source.
+    filename = "<docs/concepts.md: Diagrams>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    try:
+        namespace: dict[str, Any] = {"__name__": "docs_diagram_example"}
+        exec(compile(code, filename, "exec", dont_inherit=True), namespace)
+    finally:
+        del linecache.cache[filename]
+    printed = capsys.readouterr().out
+    assert printed == shown
+    check(printed.rstrip("\n"))
+    assert 'Research__fork0 ==>|"QUORUM 2"| Write' in printed
+    assert "Write__pipeline0_m0 --> Write__pipeline0_m1" in printed
+    assert "Review --> Research" in printed
+
+
+# -- DSPy nodes: reads / writes from the signature ----------------------------------------
+class QA(BaseModel):
+    question: str = ""
+    draft: str = ""
+    answer: str = ""
+    category: str = ""
+
+
+class Draft(DSPyNode[QA]):
+    signature = "question -> draft"
+
+
+class Polish(DSPyNode[QA]):
+    signature = "draft -> answer"  # reads what Draft writes
+
+
+class Classify(DSPyNode[QA]):
+    signature = "question -> category"
+
+
+class Answer(BaseNode[QA]):
+    async def run(self, ctx: RunContext[QA]) -> Pipeline[QA]:
+        return Pipeline([Draft(), Polish(), Classify()])
+
+
+def test_dspy_members_depend_through_their_signatures() -> None:
+    lines = _lines(Graph([Answer, Draft, Polish, Classify]))
+    assert [line for line in lines if "_m" in line and "-->" in line] == [
+        "    Answer__pipeline0_m0 --> Answer__pipeline0_m1"
+    ]
+
+
+# -- branches built by a helper: the fork is drawn, its branches come from runs ----------
+def _racers() -> list[BaseNode[Doc]]:
+    return [Fast(), Slow()]
+
+
+class Delegate(BaseNode[Doc]):
+    async def run(self, ctx: RunContext[Doc]) -> Fork[Doc]:
+        return Fork(_racers(), then=Archive(), join="any")
+
+
+def test_branches_from_a_helper_are_filled_in_by_runs() -> None:
+    graph = Graph([Delegate, Fast, Slow, Archive])
+    before = _lines(graph)
+    assert '    Delegate__fork0{{"fork: branches known at run time"}}' in before
+    assert '    Delegate__fork0 ==>|"ANY"| Archive' in before
+    assert "    class Delegate__fork0 unknown" in before
+    assert not any("Delegate__fork0 -->" in line for line in before)
+    graph.run_sync(Delegate(), state=Doc())
+    after = _lines(graph)
+    assert [line for line in after if "-.->" in line] == [
+        "    Delegate__fork0 -.-> Fast",
+        "    Delegate__fork0 -.-> Slow",
+    ]
+    assert [line for line in after if line in before] == before
+
+
+class Prompted(BaseNode[Doc]):
+    async def run(self, ctx: RunContext[Doc]) -> Fork[Doc]:
+        ctx.state.text = """a prompt
+continued at column 0, which textwrap.dedent cannot remove"""
+        return Fork({"fast": Fast()})
+
+
+def test_a_run_with_a_string_at_column_0_is_still_read() -> None:
+    lines = _lines(Graph([Prompted, Fast]))
+    assert '    Prompted__fork0 -->|"fast"| Fast' in lines
+    assert '    Prompted__fork0 ==>|"ALL"| End' in lines
