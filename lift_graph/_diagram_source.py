@@ -66,9 +66,10 @@ def declared_blocks(cls: type, by_name: Mapping[str, type]) -> list[Block] | Non
         body = _parse(inspect.getsource(func))
     except (OSError, TypeError, SyntaxError):
         return None
-    if not body or not isinstance(body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return None
-    scope = _Scope(body[0], getattr(func, "__globals__", {}), by_name, cls.__name__)
+    fn = body[0] if body else None
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.name != func.__name__:
+        return None  # the file changed since it was imported: its lines are not this run
+    scope = _Scope(fn, getattr(func, "__globals__", {}), by_name, cls.__name__)
     return scope.blocks()
 
 

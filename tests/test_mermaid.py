@@ -3,9 +3,12 @@ pipelines (member dependencies), loops; run-time transitions drawn apart."""
 
 from __future__ import annotations
 
+import importlib
 import linecache
+import os
 import re
 import textwrap
+import time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -465,3 +468,39 @@ def test_a_run_with_a_string_at_column_0_is_still_read() -> None:
     lines = _lines(Graph([Prompted, Fast]))
     assert '    Prompted__fork0 -->|"fast"| Fast' in lines
     assert '    Prompted__fork0 ==>|"ALL"| End' in lines
+
+
+def test_a_source_file_edited_since_import_is_not_misread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "edited_nodes.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            from typing import Any
+            from lift_graph import BaseNode, End, Fork, RunContext
+
+            class Split(BaseNode[Any]):
+                async def run(self, ctx: RunContext[Any]) -> Fork[Any]:
+                    return Fork([Leaf(), Leaf()])
+
+            class Leaf(BaseNode[Any]):
+                async def run(self, ctx: RunContext[Any]) -> End[str]:
+                    return End("leaf")
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    nodes = importlib.import_module("edited_nodes")
+    graph = Graph([nodes.Split, nodes.Leaf])
+    assert "    Split__fork0 --> Leaf" in _lines(graph)
+    # Edited in place: Split.run's line now holds another method.
+    module.write_text(
+        module.read_text().replace(
+            "def run(self, ctx: RunContext[Any]) -> Fork",
+            "def old(self, ctx: RunContext[Any]) -> Fork",
+        )
+    )
+    os.utime(module, (time.time() + 5, time.time() + 5))  # a new mtime for linecache
+    lines = _lines(graph)
+    assert '    Split__fork{{"fork: branches known at run time"}}' in lines
