@@ -23,10 +23,11 @@ from ._cli_common import USAGE_ERRORS, fail, guard, start_options
 from ._cli_load import CliUsageError, build_start, load_graph, load_object, load_state, parse_json
 from ._cli_progress import NodeProgress
 from ._cli_report import as_json, dumps, interrupt_help, record_row, timing_table
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigurationError
 from .graph import RunResult, _key_order
 from .sqlite_store import SQLiteStore
 from .store import GraphState
+from .timeline import Timeline
 
 __all__ = ["TARGET_KEY", "cli", "main"]
 
@@ -44,6 +45,13 @@ def cli(traceback: bool) -> None:
 # -- shared options -----------------------------------------------------------------
 
 
+def _timeline_suffix(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Refuse a wrong ``--timeline`` suffix before the run, not after it."""
+    if value is not None and Path(value).suffix.lower() not in (".svg", ".html", ".htm"):
+        raise click.BadParameter(f"{value} must end in .svg or .html")
+    return value
+
+
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--max-concurrency", type=click.IntRange(min=1), help="Nodes at once."),
@@ -57,6 +65,13 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--json", "as_json_flag", is_flag=True, help="Print one JSON document."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display."),
+        click.option(
+            "--timeline",
+            "timeline_path",
+            metavar="PATH",
+            help="Save the run's timeline (.svg or .html).",
+            callback=_timeline_suffix,
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -123,7 +138,9 @@ def _failed_at(outcome: _Outcome) -> str | None:
     return getattr(outcome.error, "node_key", None) or outcome.progress.failed_key
 
 
-def _report(outcome: _Outcome, *, store: str | None, json_out: bool) -> None:
+def _report(
+    outcome: _Outcome, *, store: str | None, json_out: bool, timeline: str | None = None
+) -> None:
     """Print the outcome; a failed run exits with status 1."""
     result, error = outcome.result, outcome.error
     records = (
@@ -131,6 +148,8 @@ def _report(outcome: _Outcome, *, store: str | None, json_out: bool) -> None:
         if result is not None
         else sorted(outcome.progress.all_records(), key=_key_order)
     )
+    if timeline is not None:
+        _save_timeline(outcome, records, timeline)
     if json_out:
         click.echo(dumps(_payload(outcome, records)))
     else:
@@ -139,6 +158,20 @@ def _report(outcome: _Outcome, *, store: str | None, json_out: bool) -> None:
         where = _failed_at(outcome)
         at = f" at node {where}" if where else ""
         fail(error, f"run {outcome.execution_id} failed{at}: {type(error).__name__}: {error}", 1)
+
+
+def _save_timeline(outcome: _Outcome, records: Sequence[Any], path: str) -> None:
+    """Write the timeline; a failed run's is drawn from the records seen so far."""
+    result = outcome.result
+    if result is not None:
+        picture = result.timeline()
+    else:
+        picture = Timeline(records, execution_id=outcome.execution_id)
+    try:
+        picture.save(path)
+    except (ConfigurationError, OSError) as exc:
+        fail(exc, f"--timeline {path}: {exc}", 2)
+    click.echo(f"timeline: {path}", err=True)
 
 
 def _payload(outcome: _Outcome, records: Sequence[Any]) -> dict[str, Any]:
@@ -200,6 +233,7 @@ def run(
     deps: str | None,
     as_json_flag: bool,
     quiet: bool,
+    timeline_path: str | None,
 ) -> None:
     """Run GRAPH from --start on --state; show progress and a per-node timing table."""
 
@@ -233,7 +267,7 @@ def run(
     finally:
         if store is not None:
             store.close()
-    _report(outcome, store=store_path, json_out=as_json_flag)
+    _report(outcome, store=store_path, json_out=as_json_flag, timeline=timeline_path)
 
 
 def _answers(pairs: Sequence[str]) -> dict[str, Any]:
@@ -266,6 +300,7 @@ def resume(
     deps: str | None,
     as_json_flag: bool,
     quiet: bool,
+    timeline_path: str | None,
 ) -> None:
     """Continue run EXECUTION_ID from --store: after a failure, a crash or an Interrupt."""
 
@@ -301,7 +336,7 @@ def resume(
         outcome = _drive(go, execution_id, quiet)
     finally:
         store.close()
-    _report(outcome, store=store_path, json_out=as_json_flag)
+    _report(outcome, store=store_path, json_out=as_json_flag, timeline=timeline_path)
 
 
 # -- mermaid / check / demo ----------------------------------------------------------
@@ -325,7 +360,20 @@ cli.add_command(check)
 @click.option("--no-mermaid", is_flag=True, help="Skip the diagram.")
 @click.option("--no-batch", is_flag=True, help="Skip the batch step.")
 @click.option("--no-speedup", is_flag=True, help="Skip the parallel vs sequential measurement.")
-def demo(examples: tuple[str, ...], no_mermaid: bool, no_batch: bool, no_speedup: bool) -> None:
+@click.option(
+    "--timeline",
+    "timeline_path",
+    metavar="PATH",
+    help="Save the parallel run's timeline (.svg or .html).",
+    callback=_timeline_suffix,
+)
+def demo(
+    examples: tuple[str, ...],
+    no_mermaid: bool,
+    no_batch: bool,
+    no_speedup: bool,
+    timeline_path: str | None,
+) -> None:
     """Run the offline demo (fake LM): example pipelines, a measured speed-up, a race."""
     try:
         from nodes import demo as demo_module
@@ -336,7 +384,11 @@ def demo(examples: tuple[str, ...], no_mermaid: bool, no_batch: bool, no_speedup
         choices = ", ".join(demo_module.EXAMPLES)
         fail(CliUsageError(), f"unknown example(s) {', '.join(unknown)}: choose from {choices}", 2)
     demo_module.show(
-        list(examples) or None, mermaid=not no_mermaid, batch=not no_batch, speedup=not no_speedup
+        list(examples) or None,
+        mermaid=not no_mermaid,
+        batch=not no_batch,
+        speedup=not no_speedup,
+        timeline=timeline_path,
     )
 
 

@@ -128,8 +128,13 @@ def show(
     mermaid: bool = True,
     batch: bool = True,
     speedup: bool = True,
+    timeline: str | None = None,
 ) -> None:
-    """Run the demo and print it (the progress bar of the batch goes to stderr)."""
+    """Run the demo and print it (the progress bar of the batch goes to stderr).
+
+    ``timeline``: a ``.svg`` or ``.html`` path for the timeline of the parallel
+    map-reduce run (with ``speedup``).
+    """
     rows = asyncio.run(run_all(names))
     for row in rows:
         print(f"== {row.name}")
@@ -146,6 +151,9 @@ def show(
         measured = asyncio.run(measure_speedup())
         graph = measured.graph
         _say(measured.lines())
+        if timeline is not None:
+            measured.parallel.timeline().save(timeline)
+            _say([f"timeline of the parallel run (a lane per branch): {timeline}"])
     if batch:
         print(f"\n== batch: rag over {len(BATCH_QUESTIONS)} questions (Graph.map)", flush=True)
         result = asyncio.run(run_batch())
@@ -153,15 +161,8 @@ def show(
         print("   (the outage question fails on purpose: the fake LM fails on 'outage')")
     if mermaid:
         print("\n== map_reduce graph (mermaid: paste into mermaid.live, or view it in Jupyter)")
-        if graph is None:
-            # Fork branches are known only at run time: draw the graph after a run.
-            graph = map_reduce.build_graph()
-            graph.run_sync(
-                map_reduce.Split(),
-                state=map_reduce.MapReduceState(text=map_reduce.DEFAULT_TEXT, chunk_words=20),
-                deps=FakeLM(name="fake", latency=0.0),
-            )
-        print(graph.mermaid())
+        # Drawn from the source before any run: the fork, its branches and its join.
+        print((graph or map_reduce.build_graph()).mermaid())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-mermaid", action="store_true", help="skip the diagram")
     parser.add_argument("--no-batch", action="store_true", help="skip the batch step")
     parser.add_argument("--no-speedup", action="store_true", help="skip the speed-up measurement")
+    parser.add_argument("--timeline", metavar="PATH", help="save the parallel run's timeline")
     args = parser.parse_args(argv)
     unknown = [name for name in args.examples if name not in EXAMPLES]
     if unknown:
@@ -184,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mermaid=not args.no_mermaid,
         batch=not args.no_batch,
         speedup=not args.no_speedup,
+        timeline=args.timeline,
     )
     return 0
 

@@ -15,7 +15,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from lift_graph import Graph, JoinFinished, JoinStrategy, RunFinished, canonical_json
+from lift_graph import Graph, JoinFinished, JoinStrategy, RunFinished, RunResult, canonical_json
 
 from . import fallback_race, map_reduce
 from .fake_lm import FakeLM
@@ -35,6 +35,8 @@ class Speedup:
     same_result: bool
     #: The graph that ran (its mermaid now draws the transitions seen).
     graph: Graph[Any]
+    #: The unbounded run: ``parallel.timeline()`` shows its branches overlapping.
+    parallel: RunResult[Any]
 
     @property
     def ratio(self) -> float:
@@ -54,6 +56,7 @@ async def measure_speedup(latency: float = 0.1, chunk_words: int = 20) -> Speedu
     graph = map_reduce.build_graph()
     seconds: dict[int | None, float] = {}
     results: dict[int | None, str] = {}
+    runs: dict[int | None, RunResult[Any]] = {}
     branches = 0
     for max_concurrency in (None, 1):
         result = await graph.run(
@@ -62,6 +65,7 @@ async def measure_speedup(latency: float = 0.1, chunk_words: int = 20) -> Speedu
             deps=FakeLM(name="fake", latency=latency),
             max_concurrency=max_concurrency,
         )
+        runs[max_concurrency] = result
         seconds[max_concurrency] = result.elapsed_ms / 1000.0
         results[max_concurrency] = canonical_json([result.output, result.state])
         branches = sum(1 for r in result.records if r.node == "MapChunk")
@@ -72,6 +76,7 @@ async def measure_speedup(latency: float = 0.1, chunk_words: int = 20) -> Speedu
         sequential_s=seconds[1],
         same_result=results[None] == results[1],
         graph=graph,
+        parallel=runs[None],
     )
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner, Result
@@ -298,7 +299,8 @@ def test_demo_measures_the_speed_up_and_explains_the_race() -> None:
     parallel, sequential = _seconds(line)
     assert sequential > 2 * parallel  # 10 branches of 0.1 s: about 5x here
     assert "same output and final state both ways: True" in out
-    assert "flowchart TD" in out and "Split -- fork --> MapChunk" in out
+    assert "flowchart TD" in out and 'Split__fork0 -->|"each"| MapChunk' in out
+    assert 'Split__fork0 ==>|"ALL"| Reduce' in out
 
 
 def _seconds(line: str) -> tuple[float, float]:
@@ -385,3 +387,35 @@ def test_the_progress_bar_counts_nodes_and_keeps_records() -> None:
     ]
     assert progress.finished == 4 and progress.running == set()
     assert "nodes:" in stream.getvalue()
+
+
+def test_run_saves_its_timeline_and_a_failed_run_too(docs_state: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "run.svg"
+    ok = invoke(
+        "run",
+        f"{G}:graph",
+        "--start",
+        "Plan",
+        "--state",
+        str(docs_state),
+        "-q",
+        "--timeline",
+        str(svg),
+    )
+    assert ok.exit_code == 0, ok.output
+    root = ElementTree.fromstring(svg.read_text())
+    titles = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title"))
+    for key in ("0.Plan/0/0.Summarize", "0.Plan/2/0.Summarize", "1.Combine"):
+        assert key in titles
+    html = tmp_path / "failed.html"
+    args = ["run", f"{G}:failing", "--start", "Plan", "--start-args", '{"fail_on": "b"}']
+    failed = invoke(*args, "--state", str(docs_state), "-q", "--timeline", str(html))
+    assert failed.exit_code == 1
+    assert "<svg" in html.read_text() and "0.Plan/1/0.Summarize" in html.read_text()
+
+
+def test_a_wrong_timeline_suffix_is_refused_before_the_run(docs_state: Path) -> None:
+    args = ["run", f"{G}:graph", "--start", "Plan", "--state", str(docs_state)]
+    result = invoke(*args, "--timeline", "run.png")
+    assert result.exit_code == 2 and "must end in .svg or .html" in result.output
+    assert "finished" not in result.output
