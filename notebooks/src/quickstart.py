@@ -93,7 +93,10 @@ graph
 # `Graph(...)` checks the classes when it is built (an `async def run`, return
 # annotations naming classes of the graph, `reads` / `writes` naming real fields).
 # The last expression of a cell is displayed: a graph shows itself as a mermaid
-# diagram, drawn from the return annotations before anything has run.
+# diagram (JupyterLab 4.1+ and GitHub draw it; other front ends show the text), drawn
+# before anything has run from what the code declares: return annotations, and the
+# fork `Plan.run` builds with its branch class, join node and strategy. `on_error`
+# is a field of `Plan`, known only at run time, so the diagram shows it as `?`.
 #
 # ## Run it
 #
@@ -142,13 +145,6 @@ result.timeline()
 one_at_a_time = graph.run_sync(Plan(), state=state, deps=lm, max_concurrency=1)
 print(one_at_a_time.output)
 print("same state:", one_at_a_time.state.model_dump_json() == result.state.model_dump_json())
-
-# %% [markdown]
-# After a run the diagram also shows the transitions seen at run time: the fork's
-# branches and the join.
-
-# %%
-graph
 
 # %% [markdown]
 # ## Limits
