@@ -595,3 +595,24 @@ async def test_lift_graph_imports_and_runs_when_opentelemetry_cannot_be_imported
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+async def test_a_batch_traces_each_input_as_a_run(otel: Otel) -> None:
+    outer = otel.provider.get_tracer("app")
+    with outer.start_as_current_span("batch"):
+        batch = await ONE.map(One(), [S(), S(), S()], tracer=otel.provider, batch_id="b")
+    assert batch.outputs == [1, 1, 1]
+    runs = [s for s in otel.spans if s.name == "lift_graph.run"]
+    assert sorted(str((s.attributes or {})["lift_graph.execution_id"]) for s in runs) == [
+        "b-0",
+        "b-1",
+        "b-2",
+    ]
+    batch_span = find(otel.spans, "batch").context
+    assert batch_span is not None
+    assert all(s.parent is not None and s.parent.span_id == batch_span.span_id for s in runs)
+    nodes = [s for s in otel.spans if s.name == "lift_graph.node"]
+    run_ids = {s.context.span_id for s in runs if s.context is not None}
+    assert len(nodes) == 3 and {s.parent.span_id for s in nodes if s.parent} == run_ids
+    with pytest.raises(ConfigurationError, match="tracer must be"):
+        await ONE.map(One(), [S()], tracer="yes")
