@@ -4,6 +4,7 @@ events, races, the global provider, and running without opentelemetry at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -616,3 +617,21 @@ async def test_a_batch_traces_each_input_as_a_run(otel: Otel) -> None:
     assert len(nodes) == 3 and {s.parent.span_id for s in nodes if s.parent} == run_ids
     with pytest.raises(ConfigurationError, match="tracer must be"):
         await ONE.map(One(), [S()], tracer="yes")
+
+
+async def test_a_run_started_while_handling_an_error_is_not_marked_failed(otel: Otel) -> None:
+    try:
+        raise LookupError("the caller's own error, being handled")
+    except LookupError:
+        result = await ONE.run(One(), state=S(), tracer=otel.provider)
+    assert result.output == 1
+    statuses = {label(s): (s.attributes or {})["lift_graph.status"] for s in otel.spans}
+    assert statuses == {"node 0.One #1": "succeeded", "run one": "succeeded"}
+    assert all(s.status.status_code is trace.StatusCode.UNSET for s in otel.spans)
+
+
+async def test_iter_passes_the_tracer_on(otel: Otel) -> None:
+    async with contextlib.aclosing(ONE.iter(One(), state=S(), tracer=otel.provider)) as stream:
+        kinds = [event.kind async for event in stream]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert sorted(s.name for s in otel.spans) == ["lift_graph.node", "lift_graph.run"]
