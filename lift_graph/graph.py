@@ -165,11 +165,9 @@ class Graph(Generic[StateT]):
         node again. ``cache`` (a store) serves nodes whose class sets
         ``cache = CachePolicy(...)``.
 
-        ``tracer`` (the ``[otel]`` extra): None traces the run with the global
-        OpenTelemetry tracer provider when one is configured; an
-        ``opentelemetry.trace.Tracer`` (or ``TracerProvider``) is used as given; False
-        turns tracing off. Spans: ``lift_graph.run`` > ``lift_graph.fork`` >
-        ``lift_graph.branch`` > ``lift_graph.node`` (one per attempt).
+        ``tracer`` (OpenTelemetry, the ``[otel]`` extra): None uses the global tracer
+        provider when one is configured, a ``Tracer`` or ``TracerProvider`` is used as
+        given, False turns tracing off (see docs/tracing.md).
 
         :raises RunTimeoutError: ``timeout`` expired; every task of the run has been
             cancelled and awaited.
