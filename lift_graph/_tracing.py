@@ -277,10 +277,14 @@ class RunTracing:
         """The join's tallies (a ``JoinResult``; absent when the block raised early)."""
         if join is None:
             return
-        span.set_attribute(_P + "join.succeeded", join.succeeded)
-        span.set_attribute(_P + "join.failed", join.failed)
-        span.set_attribute(_P + "join.cancelled", join.cancelled)
-        span.set_attribute(_P + "join.deterministic", bool(join.deterministic))
+        span.set_attributes(
+            {
+                _P + "join.succeeded": join.succeeded,
+                _P + "join.failed": join.failed,
+                _P + "join.cancelled": join.cancelled,
+                _P + "join.deterministic": bool(join.deterministic),
+            }
+        )
 
     async def branch(self, path: Awaitable[T], fork_key: str, branch_key: Any, prefix: str) -> T:
         """Await one fork branch's path inside a ``lift_graph.branch`` span."""
@@ -344,18 +348,19 @@ class RunTracing:
         self.context.detach(handle.token)
         self.running.pop(handle.key, None)
         span = handle.span
-        span.set_attribute(_P + "tokens", int(ctx.tokens_used))
-        span.set_attribute(_P + "cache_hit", False)
+        # One call for them all: the SDK takes a lock per call.
+        outcome: dict[str, Any] = {_P + "tokens": int(ctx.tokens_used), _P + "cache_hit": False}
         if raised is not None:
             self.ready.pop(handle.key, None)
             self._fail(span, raised)
         elif handle.error is not None:
-            span.set_attribute(STATUS, "rate_limited" if handle.refused else "retry")
+            outcome[STATUS] = "rate_limited" if handle.refused else "retry"
             span.record_exception(handle.error)
             span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, _describe(handle.error)))
             self.ready[handle.key] = time.perf_counter()
         else:
-            span.set_attribute(STATUS, "succeeded")
+            outcome[STATUS] = "succeeded"
+        span.set_attributes(outcome)
         span.end()
 
     def retry(self, key: str, attempt: int, delay: float) -> None:
