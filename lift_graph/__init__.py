@@ -101,6 +101,7 @@ from .sqlite_store import SQLiteStore as SQLiteStore
 from .store import GraphState as GraphState
 from .store import MemoryStore as MemoryStore
 from .store import Store as Store
+from .timeline import Timeline as Timeline
 
 __all__ = [
     "CustomEvent",
@@ -178,6 +179,7 @@ __all__ = [
     "StateValidationError",
     "StepLimitError",
     "TaskError",
+    "Timeline",
     "UncopyableFieldError",
     "UndeclaredMutationError",
     "UnknownFieldError",

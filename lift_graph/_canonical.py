@@ -28,7 +28,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import CanonicalizationError
 
-__all__ = ["canonical_hash", "canonical_json", "to_canonical"]
+__all__ = ["canonical_hash", "canonical_json", "hash_canonical", "to_canonical"]
 
 _FIX = (
     "make it a dataclass or a pydantic model, convert it to plain data (dict, list, "
@@ -227,9 +227,16 @@ def canonical_json(value: Any) -> str:
 
     :raises CanonicalizationError: ``value`` holds an object with no canonical form.
     """
-    return json.dumps(
-        to_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    return _dumps(to_canonical(value))
+
+
+def _dumps(canonical: Any) -> str:
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def hash_canonical(canonical: Any) -> str:
+    """``canonical_hash`` of a value already in its ``to_canonical`` form."""
+    return hashlib.sha256(_dumps(canonical).encode("utf-8")).hexdigest()
 
 
 def canonical_hash(value: Any) -> str:
@@ -237,4 +244,4 @@ def canonical_hash(value: Any) -> str:
 
     :raises CanonicalizationError: ``value`` holds an object with no canonical form.
     """
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    return hash_canonical(to_canonical(value))

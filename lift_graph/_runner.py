@@ -76,7 +76,9 @@ class NodeRecord(NamedTuple):
     #: Only for a node run more than once: ``(began, ended, outcome)`` per attempt,
     #: outcome ``"retry"`` (failed, retried), ``"rate_limited"`` (refused by its
     #: provider, run again after the pause) or the last attempt's ``"succeeded"`` /
-    #: ``"failed"``. Gaps between attempts are backoff or a provider's pause.
+    #: ``"failed"``. Gaps between attempts are backoff or a provider's pause. A node
+    #: answered from the journal or the cache without running has one zero-length
+    #: entry, outcome ``"replayed"`` (its ``execution_time_ms`` is the original run's).
     attempt_log: tuple[tuple[float, float, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -376,8 +378,9 @@ async def run_node(
         if isinstance(early, Replay):
             # Journaled, re-asked or cached: `run` is not called, no slot is taken.
             now = time.perf_counter()
+            replayed = ((now, now, "replayed"),)
             record = NodeRecord(
-                key, name, now, early.ms, early.attempts, provider=provider, queued_at=queued
+                key, name, now, early.ms, early.attempts, None, provider, queued, replayed
             )
             if records is not None:
                 records.append(tuple(record))

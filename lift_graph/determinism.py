@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._canonical import canonical_hash
+from ._canonical import hash_canonical, to_canonical
+from ._diff import first_difference
 from ._state import Branch
 from .errors import CanonicalizationError, ConfigurationError, DeterminismError
 from .graph import Graph
@@ -51,6 +52,10 @@ class DeterminismReport:
     engine_deterministic: bool = True
     first_divergent_run: int | None = None
     engine_flagged_runs: int = 0
+    #: Where run ``first_divergent_run`` first differed from run 0: ``(path, value
+    #: in run 0, value in that run)``, the path starting ``output`` or ``state``
+    #: (``state.summaries[2]``), values in canonical (JSON) form. None: no divergence.
+    first_difference: tuple[str, Any, Any] | None = None
 
     @property
     def results_agree(self) -> bool:
@@ -76,8 +81,8 @@ class DeterminismReport:
             causes.append(
                 f"{len(self.output_hashes)} distinct outputs and {len(self.state_hashes)} "
                 f"distinct final states over {self.runs} runs (first divergence at run "
-                f"{self.first_divergent_run}); a race join, a non-deterministic node or "
-                "list-mode DummyLM are the usual causes"
+                f"{self.first_divergent_run}{self._where()}); a race join, a "
+                "non-deterministic node or list-mode DummyLM are the usual causes"
             )
         if not self.engine_deterministic:
             agreed = " (their outputs agreed this time)" if self.results_agree else ""
@@ -87,6 +92,12 @@ class DeterminismReport:
                 "timeout, over deterministic nodes, give a deterministic result"
             )
         return "; ".join(causes) or None
+
+    def _where(self) -> str:
+        if self.first_difference is None:
+            return ""
+        path, first, other = self.first_difference
+        return f", at {path}: {_short(first)} in run 0, {_short(other)} there"
 
     @property
     def agreement(self) -> float:
@@ -99,10 +110,17 @@ class DeterminismReport:
         )
 
 
-def _hash(value: Any, what: str, run: int) -> str:
-    """``canonical_hash`` whose error says which run and which part could not be hashed."""
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _canonical(value: Any, what: str, run: int) -> tuple[Any, str]:
+    """The canonical form of a run's ``what`` and its hash; the error says which run
+    and which part could not be hashed."""
     try:
-        return canonical_hash(value)
+        canonical = to_canonical(value)
+        return canonical, hash_canonical(canonical)
     except CanonicalizationError as exc:
         path = what + exc.path.removeprefix("value")
         hint = (
@@ -148,13 +166,15 @@ async def check_determinism(
         raise ConfigurationError("check_determinism needs at least one max_concurrency value")
     report = DeterminismReport(runs=runs)
     first: tuple[str, str] | None = None
+    # Run 0's canonical forms, kept to say where the first divergent run differs.
+    first_forms: dict[str, Any] = {}
     for i in range(runs):
         mc = max_concurrency[i % len(max_concurrency)]
         result = await graph.run(
             _fresh_node(start), state=_fresh_state(state), max_concurrency=mc, **run_kwargs
         )
-        out_h = _hash(result.output, "output", i)
-        state_h = _hash(result.state, "state", i)
+        out_c, out_h = _canonical(result.output, "output", i)
+        state_c, state_h = _canonical(result.state, "state", i)
         report.output_hashes[out_h] += 1
         report.state_hashes[state_h] += 1
         report.by_concurrency.setdefault(mc, set()).add(out_h + state_h)
@@ -163,8 +183,13 @@ async def check_determinism(
             report.engine_deterministic = False
         if first is None:
             first = (out_h, state_h)
+            first_forms = {"output": out_c, "state": state_c}
         elif (out_h, state_h) != first and report.first_divergent_run is None:
             report.first_divergent_run = i
+            report.first_difference = first_difference(
+                first_forms, {"output": out_c, "state": state_c}, ""
+            )
+            first_forms = {}
     if raise_on_failure and not report.deterministic:
         raise DeterminismError(
             f"graph {graph.name!r} is not deterministic: {report.reason}", report=report

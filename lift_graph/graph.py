@@ -10,11 +10,12 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import _diagram
 from . import batch as _batch
 from ._config import check_count, check_number
 from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_of_types
-from ._plan import node_edges, state_type_of, validate_node_classes
+from ._plan import state_type_of, validate_node_classes
 from ._runner import NodeRecord, RunSettings
 from ._runs import check_store, close_run, open_resume, open_run, output_summary
 from ._scheduler import Paused, Scheduler
@@ -27,6 +28,7 @@ from .events import EventSink, GraphEvent, iterate
 from .limits import Limits
 from .node import BaseNode, check_node
 from .store import GraphState, Store
+from .timeline import Timeline
 
 __all__ = ["Graph", "GraphEvent", "RunResult"]
 
@@ -59,12 +61,18 @@ class RunResult(Generic[StateT]):
     cache_misses: int = 0
     _raw_records: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _records: list[NodeRecord] | None = field(default=None, repr=False)
+    #: When the run began (``perf_counter``): time 0 of its timeline.
+    _began: float | None = field(default=None, repr=False)
 
     @property
     def records(self) -> list[NodeRecord]:
         if self._records is None:
             self._records = sorted(map(NodeRecord._make, self._raw_records), key=_key_order)
         return self._records
+
+    def timeline(self, *, width: int = 960, max_lanes: int = 40) -> Timeline:
+        """What overlapped in this run, drawn as SVG (see ``lift_graph.Timeline``)."""
+        return Timeline.of(self, width=width, max_lanes=max_lanes)
 
 
 class Graph(Generic[StateT]):
@@ -291,6 +299,7 @@ class Graph(Generic[StateT]):
             _raw_records=scheduler.records,
             deterministic=deterministic,
             elapsed_ms=(time.perf_counter() - began) * 1000.0,
+            _began=began,
             peak_concurrency=peak,
             interrupts=dict(scheduler.interrupts),
             cache_hits=settings.durable.hits if settings.durable is not None else 0,
@@ -453,41 +462,17 @@ class Graph(Generic[StateT]):
 
     # -- pictures ---------------------------------------------------------------
     def mermaid(self) -> str:
-        """A mermaid flowchart: static edges from return annotations plus every
-        transition seen in this graph's runs (fork branches, join nodes).
-
-        ``-->`` next node, ``-- fork -->`` a fork branch, ``-- pipeline -->`` a
-        pipeline member, ``== join ==>`` where a block continues.
-        """
-        edges: set[tuple[str, str, str]] = set(self._observed)
-        blocks: set[tuple[str, str]] = set()
-        for name, cls in self._by_name.items():
-            static = node_edges(cls)
-            for target in static.targets:
-                edges.add((name, target.__name__, "next"))
-            if static.ends:
-                edges.add((name, "End", "end"))
-            if static.forks:
-                blocks.add((name, "fork"))
-            if static.pipelines:
-                blocks.add((name, "pipeline"))
-        seen_blocks = {(src, kind) for src, _, kind in edges if kind in ("fork", "pipeline")}
-        arrows = {"next": "-->", "end": "-->", "fork": "-- fork -->", "join": "== join ==>"}
-        arrows["pipeline"] = "-- pipeline -->"
-        lines = ["flowchart TD"]
-        lines.extend(f"    {name}[{name}]" for name in sorted(self._by_name))
-        if any(kind == "end" for _, _, kind in edges):
-            lines.append("    End((End))")
-        for src, dst, kind in sorted(edges):
-            lines.append(f"    {src} {arrows[kind]} {dst}")
-        for src, kind in sorted(blocks - seen_blocks):
-            lines.append(
-                f"    {src} -. {kind} .-> {src}_{kind}{{{{{kind}: branches known at run time}}}}"
-            )
-        return "\n".join(lines)
+        """A mermaid flowchart, drawn before any run: return annotations, the forks
+        and pipelines ``run`` builds (branch classes, join node and strategy, member
+        dependencies), and dotted, transitions seen only in this graph's runs."""
+        return _diagram.render(self._by_name, self._observed, self._dict_reducers)
 
     def _repr_markdown_(self) -> str:
-        return f"```mermaid\n{self.mermaid()}\n```"
+        return _diagram.markdown(self.mermaid())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        text = self.mermaid()  # markdown: JupyterLab >= 4.1 draws it; text elsewhere
+        return {"text/markdown": _diagram.markdown(text), "text/plain": text}
 
 
 _NUMBER = re.compile(r"(\d+)")

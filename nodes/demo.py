@@ -1,12 +1,14 @@
 """The offline demo: run the five example graphs with the fake LM and report.
 
-``python -m nodes.demo`` (or ``lift-graph-demo``) runs RAG, map-reduce,
-self-consistency, the agent loop and the fallback race, and prints for each its
-output, elapsed milliseconds, how many node executions it took and whether the
-run was deterministic; then maps the RAG graph over a handful of questions as one
-batch (``Graph.map`` with a progress bar) and prints a one-line summary; then the
-mermaid diagram of the map-reduce graph. No network, no API key; it takes well
-under a second.
+``lift-graph demo`` (also ``python -m nodes.demo``, ``lift-graph-demo``) runs RAG,
+map-reduce, self-consistency, the agent loop and the fallback race, and prints for
+each its output, elapsed milliseconds, how many node executions it took and
+whether the run was deterministic; explains why the fallback race is not (a race
+decided its join); measures, in this process, the map-reduce graph with every
+branch at once against one node at a time and prints the speed-up; maps the RAG
+graph over a handful of questions as one batch (``Graph.map`` with a progress bar);
+and ends with the mermaid diagram of the map-reduce graph. No network, no API key;
+it takes a few seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,7 @@ from pydantic import BaseModel
 from lift_graph import BatchResult, RunResult
 
 from . import agent_loop, fallback_race, map_reduce, rag, self_consistency
+from .demo_measure import explain_race, measure_speedup
 from .fake_lm import FakeLM
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "main",
     "run_all",
     "run_batch",
+    "show",
     "summarize",
 ]
 
@@ -112,6 +117,53 @@ def batch_summary(batch: BatchResult[Any]) -> str:
     )
 
 
+def _say(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(textwrap.fill(line, width=92, initial_indent="   ", subsequent_indent="     "))
+
+
+def show(
+    names: Sequence[str] | None = None,
+    *,
+    mermaid: bool = True,
+    batch: bool = True,
+    speedup: bool = True,
+) -> None:
+    """Run the demo and print it (the progress bar of the batch goes to stderr)."""
+    rows = asyncio.run(run_all(names))
+    for row in rows:
+        print(f"== {row.name}")
+        print(f"   output:        {row.summary}")
+        print(f"   elapsed:       {row.elapsed_ms:.1f} ms")
+        print(f"   nodes run:     {row.nodes}")
+        print(f"   deterministic: {row.deterministic}")
+    if any(row.name == "fallback_race" for row in rows):
+        print("\n== why fallback_race is not deterministic")
+        _say(asyncio.run(explain_race()).lines())
+    graph = None
+    if speedup:
+        print("\n== what parallelism bought: map_reduce, fake LM answering in 0.1 s", flush=True)
+        measured = asyncio.run(measure_speedup())
+        graph = measured.graph
+        _say(measured.lines())
+    if batch:
+        print(f"\n== batch: rag over {len(BATCH_QUESTIONS)} questions (Graph.map)", flush=True)
+        result = asyncio.run(run_batch())
+        print(f"   {batch_summary(result)}")
+        print("   (the outage question fails on purpose: the fake LM fails on 'outage')")
+    if mermaid:
+        print("\n== map_reduce graph (mermaid: paste into mermaid.live, or view it in Jupyter)")
+        if graph is None:
+            # Fork branches are known only at run time: draw the graph after a run.
+            graph = map_reduce.build_graph()
+            graph.run_sync(
+                map_reduce.Split(),
+                state=map_reduce.MapReduceState(text=map_reduce.DEFAULT_TEXT, chunk_words=20),
+                deps=FakeLM(name="fake", latency=0.0),
+            )
+        print(graph.mermaid())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nodes.demo", description=__doc__)
     parser.add_argument(
@@ -122,32 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-mermaid", action="store_true", help="skip the diagram")
     parser.add_argument("--no-batch", action="store_true", help="skip the batch step")
+    parser.add_argument("--no-speedup", action="store_true", help="skip the speed-up measurement")
     args = parser.parse_args(argv)
     unknown = [name for name in args.examples if name not in EXAMPLES]
     if unknown:
         parser.error(f"unknown example(s) {', '.join(unknown)}: choose from {', '.join(EXAMPLES)}")
-    rows = asyncio.run(run_all(args.examples or None))
-    for row in rows:
-        print(f"== {row.name}")
-        print(f"   output:        {row.summary}")
-        print(f"   elapsed:       {row.elapsed_ms:.1f} ms")
-        print(f"   nodes run:     {row.nodes}")
-        print(f"   deterministic: {row.deterministic}")
-    if not args.no_batch:
-        print(f"\n== batch: rag over {len(BATCH_QUESTIONS)} questions (Graph.map)", flush=True)
-        batch = asyncio.run(run_batch())
-        print(f"   {batch_summary(batch)}")
-        print("   (the outage question fails on purpose: the fake LM fails on 'outage')")
-    if not args.no_mermaid:
-        print("\n== map_reduce graph (mermaid)")
-        # Fork branches are known only at run time: draw the graph after a run.
-        graph = map_reduce.build_graph()
-        graph.run_sync(
-            map_reduce.Split(),
-            state=map_reduce.MapReduceState(text=map_reduce.DEFAULT_TEXT, chunk_words=20),
-            deps=FakeLM(name="fake", latency=0.0),
-        )
-        print(graph.mermaid())
+    show(
+        args.examples or None,
+        mermaid=not args.no_mermaid,
+        batch=not args.no_batch,
+        speedup=not args.no_speedup,
+    )
     return 0
 
 

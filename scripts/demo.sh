@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True
-.venv/bin/python -m nodes.demo "$@"
+.venv/bin/lift-graph demo "$@"

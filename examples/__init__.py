@@ -1,0 +1,1 @@
+"""Examples that embed lift_graph in applications (not part of the installed package)."""
