@@ -298,7 +298,8 @@ def test_demo_measures_the_speed_up_and_explains_the_race() -> None:
     parallel, sequential = _seconds(line)
     assert sequential > 2 * parallel  # 10 branches of 0.1 s: about 5x here
     assert "same output and final state both ways: True" in out
-    assert "flowchart TD" in out and "Split -- fork --> MapChunk" in out
+    assert "flowchart TD" in out and 'Split__fork0 -->|"each"| MapChunk' in out
+    assert 'Split__fork0 ==>|"ALL"| Reduce' in out
 
 
 def _seconds(line: str) -> tuple[float, float]:
