@@ -41,6 +41,9 @@ class Replay:
     out: Any
     attempts: int
     ms: float
+    #: Where the answer came from: ``"journal"``, ``"cache"`` or ``"interrupt"`` (a
+    #: pending interrupt asked again).
+    source: str = "journal"
 
 
 @dataclass(slots=True)
@@ -162,7 +165,7 @@ class Durable:
         asked = self._asked.get(key)
         if asked is not None:
             if (key, asked.round) not in self._answers:
-                return Replay(Interrupt(asked.data.get("value")), 0, 0.0)
+                return Replay(Interrupt(asked.data.get("value")), 0, 0.0, "interrupt")
             ctx.answer = self._answers[(key, asked.round)]
         if self.finished:
             raise CheckpointError(
@@ -179,7 +182,7 @@ class Durable:
         if hit is not None:
             self.hits += 1
             self._apply(hit.data, branch)
-            return Replay(self._load_out(node, hit.data["ret"]), 0, 0.0)
+            return Replay(self._load_out(node, hit.data["ret"]), 0, 0.0, "cache")
         self.misses += 1
         names = self._writable(node, branch.state)
         return _Pending(ckey, policy, self.codec.dump_fields(branch.state, names, "", key))

@@ -123,6 +123,8 @@ class RunSettings:
     durable: Any = None
     #: Where the run's events go (``Graph.iter``); None when nobody listens.
     events: EventSink | None = None
+    #: The run's OpenTelemetry spans (``_tracing.RunTracing``); None when not traced.
+    tracing: Any = None
 
 
 def _retry_snapshot(branch: Branch, writes: frozenset[str] | None) -> dict[str, Any]:
@@ -367,7 +369,7 @@ async def run_node(
         join=join,
         node_key=key,
     )
-    events = settings.events
+    events, tracing = settings.events, settings.tracing
     if events is not None:
         ctx._events = events
     pending = None
@@ -382,6 +384,8 @@ async def run_node(
             )
             if records is not None:
                 records.append(tuple(record))
+            if tracing is not None:
+                tracing.replayed(key, name, provider, early)
             return early.out, ctx, record
         pending = early
     # A provider's node may be refused (429) and run again: it gets a snapshot too.
@@ -421,6 +425,7 @@ async def run_node(
         if events is not None:
             events(NodeStarted(settings.execution_id, key, began, name, attempt, provider))
         guard: NodeGuard | None = None
+        span = None if tracing is None else tracing.attempt(ctx, name, provider, queued, settings)
         try:
             guard = NodeGuard(branch, writes, settings.strict)
             if timeout is None:  # inline: a wrapper coroutine costs ~0.3 µs a node
@@ -432,6 +437,8 @@ async def run_node(
             if isinstance(raised, asyncio.CancelledError) and cancel_requested():
                 raise  # a real cancellation of this run / branch: never swallowed
             exc, error = _attempt_error(raised, name, key, attempt, branch, settings)
+            if span is not None:
+                tracing.attempt_failed(span, error)
             signal = rate_limit_of(error)
             if signal is not None:
                 if limits is None:  # back-pressure needs somewhere to pause: its own
@@ -506,6 +513,8 @@ async def run_node(
             return out, ctx, record
         finally:
             running += time.perf_counter() - began
+            if span is not None:
+                tracing.attempt_ended(span, ctx)
             if permit is not None:
                 assert limits is not None
                 if ctx._rate_report is not None:
@@ -521,6 +530,8 @@ async def run_node(
         if events is not None:
             now = time.perf_counter()
             events(NodeRetry(settings.execution_id, key, now, name, attempt, error, delay))
+        if tracing is not None:
+            tracing.retry(key, attempt, delay)
         if limits is not None:
             await limits.clock.sleep(delay)
         else:

@@ -95,6 +95,7 @@ class Scheduler(PipelineBlocks):
         provenance = provenance if provenance is not None else []
         settings, records, emit, max_steps = self.settings, self.records, self.emit, self.max_steps
         registry, edges, clock = self.registry, self.edges, time.perf_counter
+        tracing = settings.tracing
         turn = clock()  # when this path last gave the event loop a turn
         key = ""
         while True:
@@ -141,12 +142,14 @@ class Scheduler(PipelineBlocks):
             if isinstance(out, End):
                 return out.value
             if isinstance(out, Fork):
-                join = await self._fork(out, branch, key, provenance)
+                fork = self._fork(out, branch, key, provenance)
+                join = await (fork if tracing is None else tracing.fork(fork, key, out))
                 if out.then is None:
                     return list(join.results)
                 node = out.then
             elif isinstance(out, Pipeline):
-                join = await self._pipeline(out, branch, key, provenance)
+                pipe = self._pipeline(out, branch, key, provenance)
+                join = await (pipe if tracing is None else tracing.pipeline(pipe, key, out))
                 if out.then is None:
                     return None
                 node = out.then
@@ -299,6 +302,8 @@ class Scheduler(PipelineBlocks):
                         if accept is None
                         else self._judged_path(accept, node, child, prefix, prov)
                     )
+                    if self.settings.tracing is not None:
+                        path = self.settings.tracing.branch(path, key, bkey, prefix)
                     task = loop.create_task(path)
                     task.add_done_callback(partial(on_done, i, child, prov))
                     tasks.add(task)

@@ -31,6 +31,7 @@ from ._runs import check_store
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from ._sync import _run_blocking
 from ._text import short_repr
+from ._tracing import resolve_tracer
 from .errors import ConfigurationError
 from .limits import Limits
 from .node import is_node
@@ -155,6 +156,7 @@ class _Runs:
                 cache=kw["cache"],
                 max_steps=kw["max_steps"],
                 strict=kw["strict"],
+                tracer=kw["tracer"],
             )
         return await self.graph.run(
             self.start_node(index, state),
@@ -191,6 +193,7 @@ def _settings(
     max_steps: int | None,
     cache: Store | None,
     strict: bool,
+    tracer: Any,
 ) -> tuple[_Runs, int]:
     """Check the options (before anything is pulled) and bundle them.
 
@@ -205,6 +208,7 @@ def _settings(
     check_store("cache", cache)
     if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
         raise ConfigurationError(f"batch_id must be a non-empty str or None, got {batch_id!r}")
+    resolve_tracer(tracer)  # a wrong tracer fails here, before anything is pulled
     run_kwargs = {
         "deps": deps,
         # One Limits for the whole batch even when none is given: a 429 in one input's
@@ -214,6 +218,7 @@ def _settings(
         "max_steps": check_max_steps(max_steps),
         "cache": cache,
         "strict": strict,
+        "tracer": tracer,
     }
     runs = _Runs(graph, start, batch_id or uuid.uuid4().hex, store, run_kwargs)
     return runs, max_concurrency or DEFAULT_BATCH_CONCURRENCY
@@ -251,6 +256,7 @@ async def graph_map(
     max_steps: int | None = DEFAULT_MAX_STEPS,
     cache: Store | None = None,
     strict: bool = False,
+    tracer: Any = None,
 ) -> BatchResult[StateT]:
     """Run the graph once per input of ``states``; returns a ``BatchResult``.
 
@@ -263,7 +269,8 @@ async def graph_map(
     its provider for all); without one the batch shares a ``Limits()`` of its own.
     ``progress=True`` shows a ``tqdm.auto`` bar (done / total, failed, rate, ETA); a
     tqdm class, factory or bar works too. ``deps``, ``timeout`` (per run),
-    ``max_steps``, ``cache`` and ``strict`` go to each run as in ``Graph.run``.
+    ``max_steps``, ``cache``, ``strict`` and ``tracer`` go to each run as in
+    ``Graph.run`` (each input's run is its own ``lift_graph.run`` span).
 
     With a ``store``, input ``i`` runs as ``execution_id=f"{batch_id}-{i}"``;
     ``batch_id`` is generated when None (``BatchResult.batch_id``). To resume after
@@ -291,6 +298,7 @@ async def graph_map(
         max_steps=max_steps,
         cache=cache,
         strict=strict,
+        tracer=tracer,
     )
     began = time.perf_counter()
     batcher, bar = _open(runs, states, limit, None, progress)
@@ -333,6 +341,7 @@ def graph_map_sync(
     max_steps: int | None = DEFAULT_MAX_STEPS,
     cache: Store | None = None,
     strict: bool = False,
+    tracer: Any = None,
 ) -> BatchResult[StateT]:
     """``map`` for synchronous callers; also inside a running loop (see ``run_sync``).
 
@@ -354,6 +363,7 @@ def graph_map_sync(
             max_steps=max_steps,
             cache=cache,
             strict=strict,
+            tracer=tracer,
         )
     )
 
@@ -374,6 +384,7 @@ async def graph_imap(
     cache: Store | None = None,
     strict: bool = False,
     window: int | None = None,
+    tracer: Any = None,
 ) -> AsyncIterator[tuple[int, RunResult[StateT] | BaseException]]:
     """Like ``map``, but yields ``(index, RunResult | exception)`` in input order as
     results come, holding at most ``window`` of them.
@@ -404,6 +415,7 @@ async def graph_imap(
         max_steps=max_steps,
         cache=cache,
         strict=strict,
+        tracer=tracer,
     )
     check_count("window (results held for input order)", window)
     batcher, bar = _open(runs, states, limit, window or WINDOW_FACTOR * limit, progress)

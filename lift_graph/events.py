@@ -215,20 +215,27 @@ def emit_rate_limited(
     attempt: int = 1,
 ) -> None:
     """Send a ``RateLimitedEvent`` through ``settings.events`` (a ``RunSettings``),
-    if anybody listens."""
+    if anybody listens, and mark the attempt's span when the run is traced."""
     sink = settings.events
     if sink is not None:
         now = time.perf_counter()
         sink(
             RateLimitedEvent(settings.execution_id, key, now, provider, delay, retry_after, attempt)
         )
+    tracing = getattr(settings, "tracing", None)
+    if tracing is not None:
+        tracing.rate_limited(key, provider, delay, retry_after, attempt)
 
 
 def emit_rate_limit_resumed(settings: Any, key: str, provider: str, waited: float) -> None:
-    """Send a ``RateLimitResumed`` through ``settings.events``, if anybody listens."""
+    """Send a ``RateLimitResumed`` through ``settings.events``, if anybody listens,
+    and note it for the next attempt's span when the run is traced."""
     sink = settings.events
     if sink is not None:
         sink(RateLimitResumed(settings.execution_id, key, time.perf_counter(), provider, waited))
+    tracing = getattr(settings, "tracing", None)
+    if tracing is not None:
+        tracing.rate_limit_resumed(key, provider, waited)
 
 
 # -- Graph.iter ------------------------------------------------------------------------

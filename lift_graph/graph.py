@@ -22,6 +22,7 @@ from ._scheduler import Paused, Scheduler
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, check_max_steps
 from ._sync import _run_blocking
+from ._tracing import open_tracing
 from .errors import ConfigurationError, RunTimeoutError, UnknownNodeError
 from .events import EventSink, GraphEvent, iterate
 from .limits import Limits
@@ -151,6 +152,7 @@ class Graph(Generic[StateT]):
         max_steps: int | None = DEFAULT_MAX_STEPS,
         store: Store | None = None,
         cache: Store | None = None,
+        tracer: Any = None,
         _events: EventSink | None = None,
     ) -> RunResult[StateT]:
         """Run from ``start`` until its path ends; returns a ``RunResult``.
@@ -171,12 +173,16 @@ class Graph(Generic[StateT]):
         node again. ``cache`` (a store) serves nodes whose class sets
         ``cache = CachePolicy(...)``.
 
+        ``tracer`` (OpenTelemetry, the ``[otel]`` extra): None uses the global tracer
+        provider when one is configured, a ``Tracer`` or ``TracerProvider`` is used as
+        given, False turns tracing off (see docs/tracing.md).
+
         :raises RunTimeoutError: ``timeout`` expired; every task of the run has been
             cancelled and awaited.
         :raises StepLimitError: a path ran ``max_steps`` nodes without ending (in a
             fork branch, it fails that branch, and so usually the join).
         :raises ConfigurationError: a bad ``max_concurrency``, ``limits``,
-            ``timeout`` or ``max_steps``.
+            ``timeout``, ``max_steps`` or ``tracer``.
         :raises JoinError: a fork's join failed (finished branches' values kept).
         :raises MergeError: branch writes conflict (``join`` attached).
         :raises CheckpointError: with a store: a node, return or state field that
@@ -195,6 +201,7 @@ class Graph(Generic[StateT]):
             strict=strict,
             events=_events,
         )
+        settings.tracing = open_tracing(tracer, self.name, settings.execution_id)
         row = None
         if store is not None or cache is not None:
             check_store("store", store)
@@ -210,7 +217,8 @@ class Graph(Generic[StateT]):
                 user_id=user_id,
                 metadata=settings.metadata,
             )
-        return await self._execute(start, state, settings, timeout, max_steps, row)
+        execute = self._execute(start, state, settings, timeout, max_steps, row)
+        return await (execute if settings.tracing is None else settings.tracing.run(execute, start))
 
     async def _execute(
         self,
@@ -314,6 +322,7 @@ class Graph(Generic[StateT]):
         max_steps: int | None = DEFAULT_MAX_STEPS,
         store: Store | None = None,
         cache: Store | None = None,
+        tracer: Any = None,
     ) -> RunResult[StateT]:
         """``run`` for synchronous callers; also works inside a running loop (Jupyter).
 
@@ -336,6 +345,7 @@ class Graph(Generic[StateT]):
                 max_steps=max_steps,
                 store=store,
                 cache=cache,
+                tracer=tracer,
             )
         )
 
@@ -352,6 +362,7 @@ class Graph(Generic[StateT]):
         cache: Store | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         strict: bool = False,
+        tracer: Any = None,
         _events: EventSink | None = None,
     ) -> RunResult[StateT]:
         """Continue run ``execution_id`` from ``store``: after a crash, a failure or
@@ -365,7 +376,8 @@ class Graph(Generic[StateT]):
         that returned ``Interrupt`` to a person's answer: that node runs again with
         ``ctx.answer`` set; interrupts not answered stay pending. A finished run
         returns its stored result without running anything. ``deps`` are not
-        stored: pass them again.
+        stored: pass them again. ``tracer`` as in ``run``: replayed nodes get spans
+        with ``lift_graph.cache_hit`` set.
 
         :raises RunNotFoundError: the store has no such run.
         :raises IncompatibleRunError: a journaled node class is not in this graph, or
@@ -375,6 +387,7 @@ class Graph(Generic[StateT]):
         """
         check_store("store", store)
         check_store("cache", cache)
+        tracing = open_tracing(tracer, self.name, execution_id)
         resumed = open_resume(
             by_name=self._by_name,
             store=store,
@@ -395,9 +408,11 @@ class Graph(Generic[StateT]):
             strict=strict,
             durable=resumed.durable,
             events=_events,
+            tracing=tracing,
         )
         keep = None if resumed.durable.finished else row
-        return await self._execute(resumed.start, resumed.state, settings, timeout, max_steps, keep)
+        execute = self._execute(resumed.start, resumed.state, settings, timeout, max_steps, keep)
+        return await (execute if tracing is None else tracing.run(execute, resumed.start))
 
     def resume_sync(
         self,
@@ -412,6 +427,7 @@ class Graph(Generic[StateT]):
         cache: Store | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         strict: bool = False,
+        tracer: Any = None,
     ) -> RunResult[StateT]:
         """``resume`` for synchronous callers (see ``run_sync``)."""
         return _run_blocking(
@@ -426,6 +442,7 @@ class Graph(Generic[StateT]):
                 cache=cache,
                 max_steps=max_steps,
                 strict=strict,
+                tracer=tracer,
             )
         )
 

@@ -185,3 +185,15 @@ async def test_docs_batches_examples_run(capsys: pytest.CaptureFixture[str]) -> 
         "['app crashes on start', 'how do I export?', 'how do I export?']",
     ]
     assert "100/100" in captured.err and "failed=25" in captured.err  # the progress bar
+
+
+@pytest.mark.asyncio
+async def test_docs_tracing_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "tracing.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/tracing.md: update this test with its examples"
+    printed = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
+    assert len(printed) == 1, "docs/tracing.md: the example's output follows it"
+    await run_cells([("docs/tracing.md[block 0]", blocks[0])])
+    out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert out == printed[0].splitlines()
