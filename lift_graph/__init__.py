@@ -2,7 +2,7 @@
 
 from ._canonical import canonical_hash as canonical_hash
 from ._canonical import canonical_json as canonical_json
-from ._runner import NodeRecord as NodeRecord
+from ._records import NodeRecord as NodeRecord
 from .agent_node import AgentNode as AgentNode
 from .batch import BatchResult as BatchResult
 from .blocks import BranchStatus as BranchStatus

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from ._runner import CANCELLED, NodeRecord
+from ._records import CANCELLED, NodeRecord
 from .events import (
     ForkStarted,
     GraphEvent,

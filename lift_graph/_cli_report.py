@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from ._runner import NodeRecord
+from ._records import NodeRecord
 
 __all__ = ["as_json", "dumps", "interrupt_help", "record_row", "timing_table"]
 

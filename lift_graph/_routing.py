@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from ._runner import NodeRecord
+from ._records import NodeRecord
 from ._text import short_repr
 from .blocks import Fork, Pipeline
 from .errors import InvalidReturnError, UnknownNodeError

@@ -13,7 +13,7 @@ import time
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +21,7 @@ from ._counters import Slots as _Slots
 from ._durable import Replay
 from ._plan import state_type_of
 from ._rate_signals import RateSignal, rate_limit_of
+from ._records import NodeRecord
 from ._state import (
     Branch,
     NodeGuard,
@@ -48,59 +49,7 @@ from .events import (
 from .limits import Limits, Permit
 from .node import RunContext, validate_node_attributes
 
-__all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord", "RunSettings", "check_state", "run_node"]
-
-#: ``NodeRecord.error`` of an execution cancelled while it ran (see ``status``).
-CANCELLED = "cancelled"
-#: ``NodeRecord.error`` of an execution that returned ``Interrupt``.
-INTERRUPTED = "interrupted"
-
-
-class NodeRecord(NamedTuple):
-    """One node execution: where (``key``), what, how long, how often, how it ended.
-
-    A tuple of plain values, so a run with 100,000 of them adds nothing to the
-    cyclic garbage collector's work.
-    """
-
-    key: str
-    node: str
-    started_at: float
-    execution_time_ms: float
-    attempts: int
-    error: str | None = None
-    provider: str | None = None
-    #: When the node was handed to the runner, before it waited for a slot or a
-    #: provider's limits (``perf_counter``); ``started_at - queued_at`` is that wait.
-    queued_at: float | None = None
-    #: Only for a node run more than once: ``(began, ended, outcome)`` per attempt,
-    #: outcome ``"retry"`` (failed, retried), ``"rate_limited"`` (refused by its
-    #: provider, run again after the pause) or the last attempt's ``"succeeded"`` /
-    #: ``"failed"``. Gaps between attempts are backoff or a provider's pause. A node
-    #: answered from the journal or the cache without running has one zero-length
-    #: entry, outcome ``"replayed"`` (its ``execution_time_ms`` is the original run's).
-    attempt_log: tuple[tuple[float, float, str], ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return self._asdict()
-
-    @property
-    def status(self) -> str:
-        """``"succeeded"``, ``"failed"``, ``"cancelled"`` (a race's loser, a timeout) or
-        ``"interrupted"`` (the node returned ``Interrupt``).
-
-        A failure's ``error`` is ``"Type: message"``; a cancellation's is ``CANCELLED``.
-        """
-        if self.error is None:
-            return "succeeded"
-        if self.error in (CANCELLED, INTERRUPTED):
-            return self.error
-        return "failed"
-
-    def provenance(self) -> dict[str, Any]:
-        """The entry this execution adds to ``RunContext.provenance``."""
-        return {"node": self.node, "key": self.key, "execution_time_ms": self.execution_time_ms}
-
+__all__ = ["RunSettings", "check_state", "run_node"]
 
 _JITTER = random.Random()
 

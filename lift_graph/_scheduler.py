@@ -26,8 +26,9 @@ from ._join_journal import PAUSE, WAIT, force_statuses, forced_decision, join_en
 from ._joins import Decision, JoinTracker, Verdict, join_error, settle_above_winner
 from ._merge import merge_fork
 from ._pipelines import PipelineBlocks
+from ._records import INTERRUPTED, NodeRecord
 from ._routing import mark_failed, route, set_record_error
-from ._runner import INTERRUPTED, NodeRecord, RunSettings, cancel_requested, run_node
+from ._runner import RunSettings, cancel_requested, run_node
 from ._state import Branch
 from ._steps import DEFAULT_MAX_STEPS, TURN_INTERVAL, cancelled_record, step_limit_error
 from ._tasks import Paused, cancel_and_wait, last_record

@@ -12,7 +12,7 @@ import typing
 from typing import Any
 
 from ._config import check_count
-from ._runner import CANCELLED, NodeRecord
+from ._records import CANCELLED, NodeRecord
 from .errors import StepLimitError
 
 __all__ = [

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Collection
 from typing import Any
 
-from ._runner import NodeRecord
+from ._records import NodeRecord
 
 __all__ = ["Paused", "cancel_and_wait", "last_record"]
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._runner import NodeRecord
+from ._records import NodeRecord
 
 __all__ = ["Bar", "Lane", "Layout", "Mark", "Wait", "layout", "natural_key"]
 

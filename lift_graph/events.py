@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ._runner import NodeRecord
+    from ._records import NodeRecord
     from .blocks import JoinResult
     from .graph import Graph, RunResult
 

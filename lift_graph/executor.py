@@ -16,7 +16,8 @@ from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_for, reducers_of_types
 from ._merge import BranchOutcome, coerce_strategy, merge_outcomes
 from ._plan import state_type_of
-from ._runner import NodeRecord, RunSettings, run_node
+from ._records import NodeRecord
+from ._runner import RunSettings, run_node
 from ._state import Branch
 from .blocks import MergeStrategy
 from .errors import ConfigurationError, InvalidNodeError, MergeError, ParallelExecutionError

@@ -16,7 +16,8 @@ from ._config import check_count, check_number
 from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_of_types
 from ._plan import state_type_of, validate_node_classes
-from ._runner import NodeRecord, RunSettings
+from ._records import NodeRecord
+from ._runner import RunSettings
 from ._runs import check_store, close_run, open_resume, open_run, output_summary
 from ._scheduler import Paused, Scheduler
 from ._state import Branch

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._runner import NodeRecord
+from ._records import NodeRecord
 from ._timeline_layout import Bar, Lane, Mark, Wait, layout
 from ._timeline_svg import esc, fmt_ms, render_svg
 from .errors import ConfigurationError
