@@ -13,7 +13,8 @@ dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), durability
 (Graph.map over 1,000 inputs, 16 at a time, 3 failing, vs LangGraph's abatch:
 throughput and tracemalloc peak), backpressure (a provider answering 429 above R
 per minute, on a fake clock; and through DSPy against a local HTTP fake vs
-dspy.Parallel). Peers
+dspy.Parallel), tracing (the chain untraced, with tracer=False and traced into an
+OpenTelemetry SDK provider, against the SDK's own cost of one span). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

@@ -124,6 +124,7 @@ def test_every_workload_is_registered() -> None:
         "crash",
         "batch",
         "backpressure",
+        "tracing",
     ]
 
 
@@ -419,3 +420,18 @@ def test_unknown_workload_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exc:
         bench_run.main(["--only", "nope"])
     assert exc.value.code == 2
+
+
+def test_tracing(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.tracing import OFF, SDK_SPAN, TRACED
+
+    out = _run("tracing", outcomes)
+    _assert_finite(out)
+    engines = [r.engine for r in out.rows]
+    assert engines == [LIFT, OFF, TRACED, SDK_SPAN]
+    untraced, traced = fig(_rows(out, LIFT)[0]), fig(_rows(out, TRACED)[0])
+    assert 0 < untraced < traced  # spans cost something: the traced run did make them
+    assert [t.what for t in out.targets] == [
+        "untraced (tracer=None) / tracer=False",
+        "traced overhead per node / one SDK span",
+    ]

@@ -24,6 +24,7 @@ NAMES: dict[str, str] = {
     "crash": "crash",
     "batch": "batch",
     "backpressure": "backpressure",
+    "tracing": "tracing",
 }
 
 
