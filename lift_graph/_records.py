@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
-__all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord"]
+__all__ = ["CANCELLED", "INTERRUPTED", "NodeRecord", "key_order", "key_path", "record_order"]
+
+_NUMBER = re.compile(r"(\d+)")
 
 #: ``NodeRecord.error`` of an execution cancelled while it ran (see ``status``).
 CANCELLED = "cancelled"
@@ -56,3 +59,24 @@ class NodeRecord(NamedTuple):
     def provenance(self) -> dict[str, Any]:
         """The entry this execution adds to ``RunContext.provenance``."""
         return {"node": self.node, "key": self.key, "execution_time_ms": self.execution_time_ms}
+
+
+def key_path(key: str) -> str:
+    """The key prefix of the path that ran node ``key``: up to its last ``/`` (""
+    for the main path).
+
+    A node key is ``{path}{step}.{NodeClass}`` and a branch's path is
+    ``{fork key}/{branch key}/``; the part after the last ``/`` never holds one, so a
+    branch key containing ``/`` cannot confuse this.
+    """
+    return key[: key.rfind("/") + 1]
+
+
+def key_order(key: str) -> list[tuple[int, int | str]]:
+    """Sort key of a node key: numeric parts as numbers, so step 10 follows step 9."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in _NUMBER.split(key) if p]
+
+
+def record_order(record: NodeRecord) -> list[tuple[int, int | str]]:
+    """``key_order`` of a record's key: records listed as ``RunResult.records`` lists them."""
+    return key_order(record.key)

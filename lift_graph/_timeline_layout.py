@@ -9,22 +9,18 @@ pipeline member (prefix ``f"{fork key}/{branch key}/"``, see ``Scheduler._fork``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._records import NodeRecord
+from ._records import NodeRecord, key_order, key_path
 
-__all__ = ["Bar", "Lane", "Layout", "Mark", "Wait", "layout", "natural_key"]
+__all__ = ["Bar", "Lane", "Layout", "Mark", "Wait", "layout"]
 
 #: Waits shorter than this (ms) are the runner's own bookkeeping, not a wait for a slot.
 MIN_WAIT_MS = 0.5
 
 #: Outcomes of an attempt that was not the node's last (see ``NodeRecord.attempt_log``).
 _GAP_AFTER = {"retry": "backoff", "rate_limited": "rate_limit"}
-
-_NUMBER = re.compile(r"(\d+)")
-_Natural = list[tuple[int, int | str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +97,6 @@ class Layout:
     duration_ms: float
 
 
-def natural_key(key: str) -> _Natural:
-    """Sort key of a node key: numeric parts as numbers, so step 10 follows step 9."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in _NUMBER.split(key) if p]
-
-
-def lane_path(key: str) -> str:
-    """The key prefix of the path that ran node ``key``."""
-    return key[: key.rfind("/") + 1]
-
-
 def _fork_of(path: str) -> tuple[str, str]:
     """``(fork key, branch key)`` of a non-empty lane path."""
     fork, _, branch = path[:-1].rpartition("/")
@@ -133,14 +119,14 @@ def _order_lanes(by_path: dict[str, list[NodeRecord]]) -> list[str]:
     branches in launch order (branch order), each followed by its own forks."""
     for path in list(by_path):  # a path's ancestors get lanes even without records
         while path:
-            path = lane_path(_fork_of(path)[0])
+            path = key_path(_fork_of(path)[0])
             by_path.setdefault(path, [])
     # parent path -> fork key -> the branch paths it started
     children: dict[str, dict[str, list[str]]] = {}
     for path in by_path:
         if path:
             fork = _fork_of(path)[0]
-            children.setdefault(lane_path(fork), {}).setdefault(fork, []).append(path)
+            children.setdefault(key_path(fork), {}).setdefault(fork, []).append(path)
 
     def launched(path: str) -> tuple[float, str]:
         return min((r.queued_at or r.started_at for r in by_path[path]), default=0.0), path
@@ -151,7 +137,7 @@ def _order_lanes(by_path: dict[str, list[NodeRecord]]) -> list[str]:
         path = stack.pop()
         ordered.append(path)
         forks = children.get(path, {})
-        for fork in sorted(forks, key=natural_key, reverse=True):
+        for fork in sorted(forks, key=key_order, reverse=True):
             stack.extend(sorted(forks[fork], key=launched, reverse=True))
     return ordered
 
@@ -219,16 +205,16 @@ def _marks(
         ends[bar.lane] = max(ends[bar.lane], bar.end_ms)
     for lane in reversed(lanes):
         if lane.fork is not None:
-            parent = index[lane_path(lane.fork)]
+            parent = index[key_path(lane.fork)]
             ends[parent] = max(ends[parent], ends[lane.index])
     by_key = {r.key: r for r in records}
     by_step: dict[tuple[str, str], NodeRecord] = {}
     for record in records:
-        path = lane_path(record.key)
+        path = key_path(record.key)
         by_step[(path, record.key[len(path) :].split(".", 1)[0])] = record
     marks: list[Mark] = []
     for fork, branches in started.items():
-        path = lane_path(fork)
+        path = key_path(fork)
         row = index[path]
         forked = by_key.get(fork)
         at = (_end(forked) - origin) * 1000.0 if forked is not None else 0.0
@@ -253,7 +239,7 @@ def layout(
         origin = min((r.queued_at or r.started_at for r in records), default=0.0)
     by_path: dict[str, list[NodeRecord]] = {"": []}
     for record in records:
-        by_path.setdefault(lane_path(record.key), []).append(record)
+        by_path.setdefault(key_path(record.key), []).append(record)
     ordered = _order_lanes(by_path)
     lanes = _lanes(ordered, by_path)
     index = {lane.path: lane.index for lane in lanes}

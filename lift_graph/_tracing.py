@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._records import key_path
 from ._tasks import Paused
 from .errors import ConfigurationError
 
@@ -135,15 +136,6 @@ def open_tracing(tracer: object, graph: str, execution_id: str) -> RunTracing | 
     return RunTracing(resolved, trace, _context_api(), graph, execution_id)
 
 
-def _path_of(key: str) -> str:
-    """The path of node key ``key``: up to its last ``/`` ("" for the main path).
-
-    The part after the last ``/`` is always ``{step}.{NodeClass}``, so a branch key
-    holding a ``/`` cannot confuse it.
-    """
-    return key[: key.rfind("/") + 1]
-
-
 def _attribute(value: Any) -> str | int:
     """A branch key as a span attribute (an int stays an int)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else str(value)
@@ -233,7 +225,7 @@ class RunTracing:
             _P + "fork.branches": len(fork.branches),
             _P + "join.strategy": fork.join.name,
         }
-        span = self._start(SPAN_FORK, self.paths.get(_path_of(key)), attributes)
+        span = self._start(SPAN_FORK, self.paths.get(key_path(key)), attributes)
         self.forks[key] = self._context(span)
         try:
             return await self._block(span, block)
@@ -249,7 +241,7 @@ class RunTracing:
             _P + "fork.kind": "pipeline",
             _P + "fork.branches": n,
         }
-        span = self._start(SPAN_FORK, self.paths.get(_path_of(key)), attributes)
+        span = self._start(SPAN_FORK, self.paths.get(key_path(key)), attributes)
         members = [f"{key}/p{i}/" for i in range(n)]  # the scheduler's member keys
         context = self._context(span)
         for prefix in members:
@@ -320,7 +312,7 @@ class RunTracing:
         }
         if provider is not None:
             attributes[_P + "provider"] = provider
-        span = self._start(SPAN_NODE, self.paths.get(_path_of(key)), attributes)
+        span = self._start(SPAN_NODE, self.paths.get(key_path(key)), attributes)
         for event, event_attributes in self.pending.pop(key, ()):
             span.add_event(event, event_attributes)
         if settings.limits is not None or settings.run_slots is not None:
@@ -401,7 +393,7 @@ class RunTracing:
         }
         if provider is not None:
             attributes[_P + "provider"] = provider
-        self._start(SPAN_NODE, self.paths.get(_path_of(key)), attributes).end()
+        self._start(SPAN_NODE, self.paths.get(key_path(key)), attributes).end()
 
 
 def _is_pause(exc: BaseException) -> bool:

@@ -23,8 +23,9 @@ from ._cli_common import USAGE_ERRORS, fail, guard, start_options
 from ._cli_load import CliUsageError, build_start, load_graph, load_object, load_state, parse_json
 from ._cli_progress import NodeProgress
 from ._cli_report import as_json, dumps, interrupt_help, record_row, timing_table
+from ._records import record_order
 from .errors import CheckpointError, ConfigurationError
-from .graph import RunResult, _key_order
+from .graph import RunResult
 from .sqlite_store import SQLiteStore
 from .store import GraphState
 from .timeline import Timeline
@@ -146,7 +147,7 @@ def _report(
     records = (
         result.records
         if result is not None
-        else sorted(outcome.progress.all_records(), key=_key_order)
+        else sorted(outcome.progress.all_records(), key=record_order)
     )
     if timeline is not None:
         _save_timeline(outcome, records, timeline)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -16,7 +15,7 @@ from ._config import check_count, check_number
 from ._counters import Slots as _Slots
 from ._declared_reducers import reducers_of_types
 from ._plan import state_type_of, validate_node_classes
-from ._records import NodeRecord
+from ._records import NodeRecord, record_order
 from ._runner import RunSettings
 from ._runs import check_store, close_run, open_resume, open_run, output_summary
 from ._scheduler import Paused, Scheduler
@@ -68,7 +67,7 @@ class RunResult(Generic[StateT]):
     @property
     def records(self) -> list[NodeRecord]:
         if self._records is None:
-            self._records = sorted(map(NodeRecord._make, self._raw_records), key=_key_order)
+            self._records = sorted(map(NodeRecord._make, self._raw_records), key=record_order)
         return self._records
 
     def timeline(self, *, width: int = 960, max_lanes: int = 40) -> Timeline:
@@ -474,11 +473,3 @@ class Graph(Generic[StateT]):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         text = self.mermaid()  # markdown: JupyterLab >= 4.1 draws it; text elsewhere
         return {"text/markdown": _diagram.markdown(text), "text/plain": text}
-
-
-_NUMBER = re.compile(r"(\d+)")
-
-
-def _key_order(record: NodeRecord) -> list[tuple[int, int | str]]:
-    """Sort key of a node key: numeric parts as numbers, so step 10 follows step 9."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in _NUMBER.split(record.key) if p]
