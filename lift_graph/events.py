@@ -222,7 +222,7 @@ def emit_rate_limited(
         sink(
             RateLimitedEvent(settings.execution_id, key, now, provider, delay, retry_after, attempt)
         )
-    tracing = getattr(settings, "tracing", None)
+    tracing = settings.tracing
     if tracing is not None:
         tracing.rate_limited(key, provider, delay, retry_after, attempt)
 
@@ -233,7 +233,7 @@ def emit_rate_limit_resumed(settings: Any, key: str, provider: str, waited: floa
     sink = settings.events
     if sink is not None:
         sink(RateLimitResumed(settings.execution_id, key, time.perf_counter(), provider, waited))
-    tracing = getattr(settings, "tracing", None)
+    tracing = settings.tracing
     if tracing is not None:
         tracing.rate_limit_resumed(key, provider, waited)
 
