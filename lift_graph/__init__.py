@@ -41,6 +41,7 @@ from .errors import RateLimited as RateLimited
 from .errors import ReplayedError as ReplayedError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
+from .errors import ShippingError as ShippingError
 from .errors import StateValidationError as StateValidationError
 from .errors import StepLimitError as StepLimitError
 from .errors import TaskError as TaskError
@@ -49,6 +50,7 @@ from .errors import UndeclaredMutationError as UndeclaredMutationError
 from .errors import UnknownFieldError as UnknownFieldError
 from .errors import UnknownNodeError as UnknownNodeError
 from .errors import UnknownProviderWarning as UnknownProviderWarning
+from .errors import WorkerLostError as WorkerLostError
 from .errors import WriteConflictError as WriteConflictError
 from .events import CustomEvent as CustomEvent
 from .events import ForkStarted as ForkStarted
@@ -176,6 +178,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunTimeoutError",
+    "ShippingError",
     "StateValidationError",
     "StepLimitError",
     "TaskError",
@@ -185,6 +188,7 @@ __all__ = [
     "UnknownFieldError",
     "UnknownNodeError",
     "UnknownProviderWarning",
+    "WorkerLostError",
     "WriteConflictError",
     "add",
     "append",

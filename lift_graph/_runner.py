@@ -230,7 +230,7 @@ def _attempt_error(
     return exc, error
 
 
-def _throttle(
+async def _throttle(
     error: Exception,
     signal: RateSignal,
     throttled: int,
@@ -250,7 +250,7 @@ def _throttle(
             "raise ProviderLimit(max_rate_limit_retries=...) or lower the load"
         )
         return None
-    return limits.rate_limited(permit, target, signal, settings.rng)
+    return await limits.throttle(permit, target, signal, settings.rng)
 
 
 def _estimate(node: Any, name: str, state: Any, provider: str | None, limits: Limits) -> int:
@@ -393,7 +393,7 @@ async def run_node(
                 if limits is None:  # back-pressure needs somewhere to pause: its own
                     limits = settings.limits = Limits()
                 target = signal.provider or provider
-                delay = _throttle(error, signal, throttled, permit, name, target, settings)
+                delay = await _throttle(error, signal, throttled, permit, name, target, settings)
                 if delay is not None:
                     paused = True
                     throttled += 1

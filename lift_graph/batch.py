@@ -11,8 +11,10 @@ into a ``BatchResult``.
 With a ``store`` a batch is resumable: run it again with the same ``batch_id``
 and store, and inputs whose run finished are not run again (their stored result
 is replayed), runs that stopped midway resume from their journal, and inputs that
-never started run fresh. (``backend=``, for running the inputs elsewhere, would
-replace ``_Runs.run_one``.)
+never started run fresh.
+
+``backend=`` runs the inputs elsewhere (``lift_graph.ray.RayBackend``): everything
+above stays on the caller's side, and only ``_Runs.run_one`` moves to the workers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._batching import Batcher, Source
 from ._config import check_count, check_number
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_CONCURRENCY",
+    "Backend",
+    "BackendSession",
     "BatchResult",
     "graph_imap",
     "graph_map",
@@ -120,6 +124,28 @@ class BatchResult(Generic[StateT]):
         )
 
 
+class BackendSession(Protocol):
+    """One batch on a backend: runs input ``index``, and stops when the batch ends."""
+
+    async def run_one(self, index: int, state: Any) -> RunResult[Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Where a batch's inputs run (``graph.map(..., backend=...)``), e.g. ``RayBackend``."""
+
+    #: Inputs in flight when ``graph.map`` is given no ``max_concurrency``.
+    @property
+    def capacity(self) -> int: ...
+
+    def prepare(self, limits: Limits | None, tracer: Any) -> Limits:
+        """Check the options before anything starts; returns the batch's limits."""
+        ...
+
+    async def start(self, runs: _Runs) -> BackendSession: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Runs:
     """How each input of a batch runs: what every run shares, and ``run_one``."""
@@ -194,6 +220,7 @@ def _settings(
     cache: Store | None,
     strict: bool,
     tracer: Any,
+    backend: Backend | None = None,
 ) -> tuple[_Runs, int]:
     """Check the options (before anything is pulled) and bundle them.
 
@@ -209,6 +236,13 @@ def _settings(
     if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
         raise ConfigurationError(f"batch_id must be a non-empty str or None, got {batch_id!r}")
     resolve_tracer(tracer)  # a wrong tracer fails here, before anything is pulled
+    if backend is not None:
+        if not callable(getattr(backend, "start", None)):
+            raise ConfigurationError(
+                f"backend must be a batch backend such as lift_graph.ray.RayBackend(...), "
+                f"got {short_repr(backend)}"
+            )
+        limits = backend.prepare(limits, tracer)
     run_kwargs = {
         "deps": deps,
         # One Limits for the whole batch even when none is given: a 429 in one input's
@@ -221,24 +255,37 @@ def _settings(
         "tracer": tracer,
     }
     runs = _Runs(graph, start, batch_id or uuid.uuid4().hex, store, run_kwargs)
-    return runs, max_concurrency or DEFAULT_BATCH_CONCURRENCY
+    default = backend.capacity if backend is not None else DEFAULT_BATCH_CONCURRENCY
+    return runs, max_concurrency or default
 
 
-def _open(
-    runs: _Runs, states: Any, limit: int, window: int | None, progress: Any
-) -> tuple[Batcher, Progress | None]:
+async def _open(
+    runs: _Runs,
+    states: Any,
+    limit: int,
+    window: int | None,
+    progress: Any,
+    backend: Backend | None,
+) -> tuple[Batcher, Progress | None, BackendSession | None]:
     source = Source(states)
+    session = await backend.start(runs) if backend is not None else None
+    run_one = session.run_one if session is not None else runs.run_one
     bar = open_progress(progress, total=source.total, desc=runs.graph.name)
     on_done = bar.step if bar is not None else None
-    return Batcher(runs.run_one, source, limit=limit, window=window, on_done=on_done), bar
+    batcher = Batcher(run_one, source, limit=limit, window=window, on_done=on_done)
+    return batcher, bar, session
 
 
-async def _close(batcher: Batcher, bar: Progress | None) -> None:
+async def _close(batcher: Batcher, bar: Progress | None, session: BackendSession | None) -> None:
     try:
         await batcher.aclose()
     finally:
-        if bar is not None:
-            bar.close()
+        try:
+            if session is not None:
+                await session.aclose()
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 async def graph_map(
@@ -257,6 +304,7 @@ async def graph_map(
     cache: Store | None = None,
     strict: bool = False,
     tracer: Any = None,
+    backend: Backend | None = None,
 ) -> BatchResult[StateT]:
     """Run the graph once per input of ``states``; returns a ``BatchResult``.
 
@@ -271,6 +319,10 @@ async def graph_map(
     tqdm class, factory or bar works too. ``deps``, ``timeout`` (per run),
     ``max_steps``, ``cache``, ``strict`` and ``tracer`` go to each run as in
     ``Graph.run`` (each input's run is its own ``lift_graph.run`` span).
+
+    ``backend``: where the runs happen, here by default. With
+    ``lift_graph.ray.RayBackend(...)`` they run on Ray workers, and ``max_concurrency``
+    defaults to the backend's capacity (see ``RayBackend``).
 
     With a ``store``, input ``i`` runs as ``execution_id=f"{batch_id}-{i}"``;
     ``batch_id`` is generated when None (``BatchResult.batch_id``). To resume after
@@ -299,9 +351,10 @@ async def graph_map(
         cache=cache,
         strict=strict,
         tracer=tracer,
+        backend=backend,
     )
     began = time.perf_counter()
-    batcher, bar = _open(runs, states, limit, None, progress)
+    batcher, bar, session = await _open(runs, states, limit, None, progress, backend)
     results: list[Any] = []
     errors: dict[int, BaseException] = {}
     try:
@@ -315,7 +368,7 @@ async def graph_map(
             else:
                 results[index] = outcome
     finally:
-        await _close(batcher, bar)
+        await _close(batcher, bar, session)
     results.extend([None] * (batcher.admitted - len(results)))
     return BatchResult(
         results=results,
@@ -342,6 +395,7 @@ def graph_map_sync(
     cache: Store | None = None,
     strict: bool = False,
     tracer: Any = None,
+    backend: Backend | None = None,
 ) -> BatchResult[StateT]:
     """``map`` for synchronous callers; also inside a running loop (see ``run_sync``).
 
@@ -364,6 +418,7 @@ def graph_map_sync(
             cache=cache,
             strict=strict,
             tracer=tracer,
+            backend=backend,
         )
     )
 
@@ -385,6 +440,7 @@ async def graph_imap(
     strict: bool = False,
     window: int | None = None,
     tracer: Any = None,
+    backend: Backend | None = None,
 ) -> AsyncIterator[tuple[int, RunResult[StateT] | BaseException]]:
     """Like ``map``, but yields ``(index, RunResult | exception)`` in input order as
     results come, holding at most ``window`` of them.
@@ -416,12 +472,15 @@ async def graph_imap(
         cache=cache,
         strict=strict,
         tracer=tracer,
+        backend=backend,
     )
     check_count("window (results held for input order)", window)
-    batcher, bar = _open(runs, states, limit, window or WINDOW_FACTOR * limit, progress)
+    batcher, bar, session = await _open(
+        runs, states, limit, window or WINDOW_FACTOR * limit, progress, backend
+    )
     try:
         batcher.admit()
         while (got := await batcher.next_outcome(ordered=True)) is not None:
             yield got
     finally:
-        await _close(batcher, bar)
+        await _close(batcher, bar, session)

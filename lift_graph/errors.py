@@ -35,7 +35,11 @@ Every error the engine raises on purpose is defined here::
     ├── DeterminismError (AssertionError)    runs of one graph on one input disagreed
     ├── CanonicalizationError (TypeError)    a value to hash (vote, determinism) has no
     │                                        canonical form
-    └── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
+    ├── RunTimeoutError (TimeoutError)       a whole run exceeded its timeout
+    ├── ShippingError (TypeError)            a node, state or deps cannot be sent to a
+    │                                        Ray worker (names the node or field)
+    └── WorkerLostError                      a Ray worker died more often than it may
+                                             restart: its inputs fail with this
 
 Warnings (``UserWarning`` subclasses, not errors)::
 
@@ -80,6 +84,7 @@ __all__ = [
     "RunNotFoundError",
     "PipelineCycleError",
     "RunTimeoutError",
+    "ShippingError",
     "StateValidationError",
     "StepLimitError",
     "TaskError",
@@ -88,6 +93,7 @@ __all__ = [
     "UnknownFieldError",
     "UnknownNodeError",
     "UnknownProviderWarning",
+    "WorkerLostError",
     "WriteConflictError",
 ]
 
@@ -464,6 +470,24 @@ class ReplayedError(LiftGraphError):
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+
+
+class ShippingError(LiftGraphError, TypeError):
+    """Something a batch needs on its workers (a node, a state field, ``deps``, a
+    store, a result) cannot be serialized for them; ``what`` names it."""
+
+    def __init__(self, message: str, *, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class WorkerLostError(LiftGraphError):
+    """A worker process of a distributed batch died and could not be restarted: the
+    inputs it was running fail with this (``index`` is the input's index)."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class UnknownProviderWarning(UserWarning):

@@ -357,6 +357,37 @@ class Limits:
                 run_slots.release()
             await clock.sleep(wait)
 
+    def try_acquire(self, provider: str | None, tokens: int = 0) -> Permit | None:
+        """A permit for ``provider``'s node if every slot and window allows it now, else
+        None (nothing taken). No run slots: for lending permits in batches."""
+        pslots = self._provider_slots.get(provider) if provider else None
+        if pslots is not None and not pslots.try_acquire():
+            return None
+        if self._global is not None and not self._global.try_acquire():
+            if pslots is not None:
+                pslots.release()
+            return None
+        rate = self._rates.get(provider) if provider else None
+        pressure = self._pressure_of(provider)
+        now = self.clock.now()
+        wait = rate.wait_time(now, tokens) if rate is not None else 0.0
+        if pressure is not None:
+            wait = max(wait, pressure.wait_time(now))
+        if wait > 0:
+            if self._global is not None:
+                self._global.release()
+            if pslots is not None:
+                pslots.release()
+            return None
+        reservation = None
+        if rate is not None:
+            rate.record_request(now)
+            reservation = rate.reserve(now, tokens)
+        start = pressure.start(now) if pressure is not None else None
+        self._users += 1
+        has_global = self._global is not None
+        return Permit(provider, None, has_global, pslots is not None, start, reservation)
+
     def release(self, permit: Permit, tokens: int = 0) -> None:
         """Give back a permit; ``tokens`` spent settle the call's tpm reservation.
 
@@ -398,6 +429,13 @@ class Limits:
             permit.refused = True
             start = permit.start
         return pressure.refused(self.clock.now(), start, signal, rng)
+
+    async def throttle(
+        self, permit: Permit | None, provider: str | None, signal: RateSignal, rng: random.Random
+    ) -> float:
+        """``rate_limited`` for the runner, which awaits it: limits whose counters live
+        elsewhere (``lift_graph.ray.RayLimits``) must ask them."""
+        return self.rate_limited(permit, provider, signal, rng)
 
     async def wait_out(self, provider: str | None) -> None:
         """Wait, holding nothing, until ``provider``'s pause (if any) is over."""

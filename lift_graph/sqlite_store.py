@@ -186,6 +186,15 @@ class SQLiteStore(ClosingStore):
             raise
         self._conn = conn
 
+    @property
+    def path(self) -> str:
+        """The database file (``":memory:"`` for a store of this connection only)."""
+        return self._path
+
+    @property
+    def busy_timeout(self) -> float:
+        return self._busy_timeout
+
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         """Create the tables once, and refuse a file that is not ours to read.
 
