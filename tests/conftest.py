@@ -14,8 +14,11 @@ def ray_cluster() -> Iterator[Any]:
     """One local Ray instance for every Ray test (start-up takes a few seconds)."""
     ray = pytest.importorskip("ray", reason="Ray could not be installed on this platform")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()  # a docs example may have started it already
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()

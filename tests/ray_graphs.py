@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -99,3 +100,20 @@ class Ask(BaseNode[EvalState]):
 
 def ask_graph() -> Graph[EvalState]:
     return Graph(nodes=[Ask], name="ask")
+
+
+class Holder(EvalState):
+    """A state with a field that may hold anything (the shipping tests)."""
+
+    handle: Any = None
+
+
+class Grab(BaseNode[Holder]):
+    """Writes a lock into input 1's state: that result cannot travel back."""
+
+    writes = frozenset({"handle"})
+
+    async def run(self, ctx: RunContext[Holder]) -> End[str]:
+        if ctx.state.index == 1:
+            ctx.state.handle = threading.Lock()
+        return End("ok")

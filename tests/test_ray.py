@@ -133,6 +133,11 @@ async def test_a_killed_worker_restarts_and_finished_inputs_do_not_run_again(
     assert finished, "nothing had finished before the kill: nothing was tested"
     for index in finished:
         assert all(calls[(index, node)] == 1 for node in _NODES), index
+    # Inputs the victim was running resumed from their journals: only the calls in
+    # flight when it died ran twice (4 inputs at once, at most 2 calls each).
+    assert all(count <= 2 for count in calls.values())
+    assert sum(count - 1 for count in calls.values()) <= 4 * 2
+    assert {(i, node) for i in range(80) for node in _NODES} == set(calls)
     assert victim_pid in {int(c.split("/")[0]) for c in _callers(provider, ray_cluster)}
     assert limits.gauges().leases == 0
 
@@ -155,3 +160,62 @@ def _calls_per_node(log: dict[str, Any]) -> dict[tuple[int, str], int]:
         index, node = caller.split("/")[1].split(":")
         counts[(int(index), node)] = counts.get((int(index), node), 0) + 1
     return counts
+
+
+async def test_a_worker_that_cannot_restart_hands_its_inputs_to_the_others(
+    ray_cluster: Any, tmp_path: Any
+) -> None:
+    provider = SharedProvider.spawn(latency=0.05)
+    store = SQLiteStore(tmp_path / "runs.db")
+    backend = RayBackend(2, concurrency=4, max_restarts=0)
+    task = asyncio.ensure_future(
+        eval_graph().map(
+            Draft(), states(60), backend=backend, deps=provider, store=store, batch_id="gone"
+        )
+    )
+    while len(ray_cluster.get(provider.report.remote())["calls"]) < 30:
+        await asyncio.sleep(0.02)
+    ray_cluster.kill(backend.workers[1], no_restart=True)
+    batch = await asyncio.wait_for(task, 60)
+    assert batch.failed == 0
+    assert batch.outputs == (await eval_graph().map(Draft(), states(60))).outputs
+    calls = _calls_per_node(ray_cluster.get(provider.report.remote()))
+    assert all(count <= 2 for count in calls.values())
+
+
+async def test_a_batch_resumes_after_the_driver_stopped(ray_cluster: Any, tmp_path: Any) -> None:
+    """The driver's batch is cancelled midway (as if it died); run again with the same
+    batch_id and store, the finished inputs are not run again."""
+    provider = SharedProvider.spawn(latency=0.05)
+    store = SQLiteStore(tmp_path / "runs.db")
+    graph = eval_graph()
+    first = asyncio.ensure_future(
+        graph.map(
+            Draft(),
+            states(60),
+            backend=RayBackend(2, concurrency=4),
+            deps=provider,
+            store=store,
+            batch_id="again",
+        )
+    )
+    while len(ray_cluster.get(provider.report.remote())["calls"]) < 40:
+        await asyncio.sleep(0.02)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    finished = {i for i in range(60) if _finished(store, f"again-{i}")}
+    assert 0 < len(finished) < 60
+    batch = await graph.map(
+        Draft(),
+        states(60),
+        backend=RayBackend(2, concurrency=4),
+        deps=provider,
+        store=store,
+        batch_id="again",
+    )
+    assert batch.failed == 0
+    assert batch.outputs == (await graph.map(Draft(), states(60))).outputs
+    calls = _calls_per_node(ray_cluster.get(provider.report.remote()))
+    for index in finished:
+        assert all(calls[(index, node)] == 1 for node in _NODES), index

@@ -101,7 +101,10 @@ class RayBackend:
                 "then use their global tracer provider"
             )
         if limits is None:
-            return RayLimits()
+            # The batch's own: its actor goes when the batch ends (see _Pool.aclose).
+            owned = RayLimits()
+            owned._owned = True
+            return owned
         if not isinstance(limits, RayLimits):
             raise ConfigurationError(
                 f"{limits!r} would be copied into each Ray worker and hold per worker only: "
@@ -140,7 +143,7 @@ class RayBackend:
             **self.actor_options,
         }
         workers = [_WorkerActor.options(**options).remote(shared) for _ in range(self.num_workers)]
-        pool = _Pool(workers)
+        pool = _Pool(workers, limits if getattr(limits, "_owned", False) else None)
         try:
             await asyncio.gather(*(w.ping.remote() for w in workers))
         except RayActorError as exc:
@@ -159,8 +162,9 @@ class RayBackend:
 class _Pool:
     """The workers of one batch: each input goes to the least busy live one."""
 
-    def __init__(self, workers: list[Any]) -> None:
+    def __init__(self, workers: list[Any], owned: RayLimits | None) -> None:
         self._workers = workers
+        self._owned = owned
         self._load = [0] * len(workers)
         self._dead: set[int] = set()
         self.on_close: Any = None
@@ -219,5 +223,7 @@ class _Pool:
         for worker in self._workers:
             with contextlib.suppress(Exception):
                 ray.kill(worker)
+        if self._owned is not None:
+            self._owned.shutdown()
         if self.on_close is not None:
             self.on_close()

@@ -119,6 +119,8 @@ class RayLimits(Limits):
         self.margin = float(margin)
         self.lease_ttl = float(lease_ttl)
         self.lease_batch = lease_batch
+        #: Made by a RayBackend for one batch (none was given): shut down with it.
+        self._owned = False
         self._attach()
 
     def _attach(self) -> None:
