@@ -14,6 +14,8 @@ tests drive it directly.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import itertools
 import math
 import random
@@ -69,6 +71,8 @@ class LimiterCore:
         }
         self.limits = Limits(config.max_concurrency, widened)
         self._leases: dict[int, tuple[str, Permit]] = {}
+        #: Leases whose request may still be moved later (once, see ``_late``).
+        self._movable: set[int] = set()
         self._seen: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
@@ -79,11 +83,13 @@ class LimiterCore:
     # -- leases -----------------------------------------------------------------
     async def acquire(
         self, client: str, provider: str | None, tokens: int, count: int
-    ) -> tuple[list[int], int]:
+    ) -> tuple[list[int], int, float]:
         """Wait for one permit, then take up to ``count - 1`` more that are free now.
 
-        Returns the lease ids and the global peak. A client that stopped waiting
-        gives the surplus back; one that died has it reclaimed after ``lease_ttl``.
+        Returns the lease ids, the global peak and the grant's wall-clock time (the
+        client measures how late the grant reached it). A client that stopped
+        waiting gives the surplus back; one that died has it reclaimed after
+        ``lease_ttl``.
         """
         self._touch(client)
         self.calls += 1
@@ -98,9 +104,11 @@ class LimiterCore:
         for permit in permits:
             lease = next(self._ids)
             self._leases[lease] = (client, permit)
+            if provider in self.limits._rates and permit.start is not None:
+                self._movable.add(lease)
             ids.append(lease)
         self.granted += len(ids)
-        return ids, self.limits.peak
+        return ids, self.limits.peak, time.time()
 
     def apply(self, client: str, ops: Sequence[tuple[Any, ...]]) -> None:
         """Releases and rate-limit reports, in the order the client made them."""
@@ -112,6 +120,8 @@ class LimiterCore:
                 held = self._leases.get(op[1])
                 if held is not None:
                     self.limits.reported(held[1], RateSignal(*op[2]))
+            elif op[0] == "late":
+                self._late(op[1], op[2])
 
     async def throttle(
         self,
@@ -168,7 +178,38 @@ class LimiterCore:
             self._reaper.cancel()
 
     # -- housekeeping -----------------------------------------------------------
+    def _late(self, lease: int, delay: float) -> None:
+        """Lease ``lease`` was used ``delay`` seconds after its grant (it reached a busy
+        worker late, or waited for the run's own slot): count its request from then.
+
+        The windows must count each call from no earlier than a bounded time before
+        it reaches the provider; the grant time is early by this delay, which a
+        loaded worker can make longer than ``margin``. Moving the request later is
+        safe while it is still in the window, as every grant since counted it.
+        """
+        held = self._leases.get(lease)
+        if lease not in self._movable or held is None or delay <= 0:
+            return
+        self._movable.discard(lease)
+        permit = held[1]
+        rate = self.limits._rates.get(permit.provider or "")
+        if rate is None or permit.start is None:
+            return
+        counted = permit.start.time  # the `now` its request and tokens were counted at
+        moved = counted + delay
+        with contextlib.suppress(ValueError):  # ValueError: it left the window already
+            rate.requests.remove(counted)
+            bisect.insort(rate.requests, moved)
+        entry = held[1].reservation
+        at = next((i for i, e in enumerate(rate.tokens) if e is entry), None)
+        if entry is not None and at is not None:
+            del rate.tokens[at]
+            entry[0] = moved
+            index = bisect.bisect_right([e[0] for e in rate.tokens], moved)
+            rate.tokens.insert(index, entry)
+
     def _release(self, lease: int, tokens: int) -> None:
+        self._movable.discard(lease)
         held = self._leases.pop(lease, None)
         if held is not None:  # None: taken back already (the client was silent)
             self.limits.release(held[1], tokens)

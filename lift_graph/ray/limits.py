@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -58,7 +59,7 @@ class _Lane:
     __slots__ = ("waiters", "asked", "calls")
 
     def __init__(self) -> None:
-        self.waiters: deque[asyncio.Future[int]] = deque()
+        self.waiters: deque[asyncio.Future[tuple[int, float]]] = deque()
         self.asked = 0
         self.calls = 0
 
@@ -216,13 +217,18 @@ class RayLimits(Limits):
         if self._local(provider):
             return await super().acquire(provider, run_slots, tokens)
         self.check_tokens(provider, tokens)
-        lease = await self._lease(provider, tokens)
+        lease, granted_at = await self._lease(provider, tokens)
         if run_slots is not None:
             try:
                 await run_slots.acquire()
             except BaseException:
                 self._send(("release", lease, 0))
                 raise
+        # The windows counted this call from its grant: if it starts much later, the
+        # actor counts it from now (see LimiterCore._late).
+        late = time.time() - granted_at
+        if late > self.margin / 2:
+            self._send(("late", lease, late))
         return _Leased(provider, run_slots, False, False, lease=lease)
 
     def release(self, permit: Permit, tokens: int = 0) -> None:
@@ -330,7 +336,7 @@ class RayLimits(Limits):
             self._actor = None
 
     # -- leases: batched acquires ------------------------------------------------------
-    async def _lease(self, provider: str | None, tokens: int) -> int:
+    async def _lease(self, provider: str | None, tokens: int) -> tuple[int, float]:
         loop = asyncio.get_running_loop()
         if self._lane_loop is not loop:
             if any(lane.waiters for lane in self._lanes.values()):
@@ -342,14 +348,14 @@ class RayLimits(Limits):
             self._lane_loop = loop
         self._beat(loop)
         lane = self._lanes.setdefault((provider, tokens), _Lane())
-        waiter: asyncio.Future[int] = loop.create_future()
+        waiter: asyncio.Future[tuple[int, float]] = loop.create_future()
         lane.waiters.append(waiter)
         self._pump(provider, tokens, lane)
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._send(("release", waiter.result(), 0))  # granted as we were cancelled
+                self._send(("release", waiter.result()[0], 0))  # granted as we were cancelled
             else:
                 with contextlib.suppress(ValueError):
                     lane.waiters.remove(waiter)
@@ -367,7 +373,7 @@ class RayLimits(Limits):
         self, provider: str | None, tokens: int, lane: _Lane, ref: Any, count: int
     ) -> None:
         try:
-            leases, peak = await ref
+            leases, peak, granted_at = await ref
         except Exception as exc:  # noqa: BLE001 - the actor is gone: every waiter learns why
             lane.asked -= count
             lane.calls -= 1
@@ -387,7 +393,7 @@ class RayLimits(Limits):
             while lane.waiters and lane.waiters[0].done():
                 lane.waiters.popleft()
             if lane.waiters:
-                lane.waiters.popleft().set_result(lease)
+                lane.waiters.popleft().set_result((lease, granted_at))
             else:
                 self._send(("release", lease, 0))  # its waiter was cancelled meanwhile
         self._pump(provider, tokens, lane)
