@@ -219,3 +219,35 @@ async def test_a_batch_resumes_after_the_driver_stopped(ray_cluster: Any, tmp_pa
     calls = _calls_per_node(ray_cluster.get(provider.report.remote()))
     for index in finished:
         assert all(calls[(index, node)] == 1 for node in _NODES), index
+
+
+async def test_imap_map_sync_and_progress_work_on_ray(ray_cluster: Any) -> None:
+    import contextlib
+    import threading
+
+    graph = eval_graph()
+    expected = (await graph.map(Draft(), states(12))).outputs
+    seen = []
+    async with contextlib.aclosing(
+        graph.imap(Draft(), states(12), backend=RayBackend(2, concurrency=2), window=4)
+    ) as results:
+        async for index, result in results:
+            seen.append((index, result.output))
+    assert seen == list(enumerate(expected))
+
+    import io
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=12, file=io.StringIO())
+    box: list[Any] = []
+    # map_sync from a thread with no loop: it runs its own.
+    thread = threading.Thread(
+        target=lambda: box.append(
+            graph.map_sync(Draft(), states(12), backend=RayBackend(1), progress=bar)
+        )
+    )
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    assert box[0].outputs == expected
+    assert bar.n == 12
