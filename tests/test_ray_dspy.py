@@ -8,9 +8,9 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("ray", reason="Ray could not be installed on this platform")
 dspy = pytest.importorskip("dspy")
