@@ -133,7 +133,7 @@ class RayBackend:
         )
         limits = kwargs["limits"]
         if isinstance(limits, RayLimits):
-            limits.connect()  # owned by the driver: it outlives every worker
+            await limits.aconnect()  # owned by the driver: it outlives every worker
         # Passed by value, held by the pool: a restarted worker gets it again.
         shared = payload
         options = {

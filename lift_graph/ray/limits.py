@@ -167,16 +167,29 @@ class RayLimits(Limits):
 
     def connect(self) -> Any:
         """The limiter actor's handle: found by name, or created (``ray.init`` first
-        if Ray is not running). The RayBackend calls this in the driver, so the actor
-        lives as long as the driver.
+        if Ray is not running), and checked to enforce these arguments. Call it in the
+        driver (the RayBackend does): the actor lives as long as its creator.
 
         :raises ConfigurationError: an actor of that name enforces other limits.
         """
-        if self._actor is not None:
-            return self._actor
+        if self._actor is None:
+            actor = self._create()
+            self._check(ray.get(actor.config_of.remote()))
+            self._actor = actor
+        return self._actor
+
+    async def aconnect(self) -> Any:
+        """``connect`` without blocking the event loop."""
+        if self._actor is None:
+            actor = self._create()
+            self._check(await actor.config_of.remote())
+            self._actor = actor
+        return self._actor
+
+    def _create(self) -> Any:
         if not ray.is_initialized():
             ray.init()
-        actor = _LimiterActor.options(
+        return _LimiterActor.options(
             name=self.name,
             namespace=self.namespace,
             get_if_exists=True,
@@ -184,24 +197,18 @@ class RayLimits(Limits):
             max_concurrency=100_000,
             max_restarts=0,
         ).remote(self._config())
-        theirs: LimiterConfig = ray.get(actor.config_of.remote())
+
+    def _check(self, theirs: LimiterConfig) -> None:
         if theirs != self._config():
             raise ConfigurationError(
                 f"a limiter actor named {self.name!r} already enforces {theirs}, not "
                 f"{self._config()}: give these limits another name, or the same arguments"
             )
-        self._actor = actor
-        return actor
 
     def _handle(self) -> Any:
-        if self._actor is not None:
-            return self._actor
-        try:
-            self._actor = ray.get_actor(self.name, namespace=self.namespace)
-        except ValueError:
-            # Not created yet (these limits are used outside a RayBackend batch):
-            # create it here, with this process as its owner.
-            return self.connect()
+        """The actor, found or created without waiting (``connect`` checks it)."""
+        if self._actor is None:
+            self._actor = self._create()
         return self._actor
 
     def _local(self, provider: str | None) -> bool:
