@@ -55,14 +55,33 @@ async def test_docs_index_example_runs(capsys: pytest.CaptureFixture[str]) -> No
     assert out == ["A + B + C", "['a: ...', 'b: ...', 'c: ...']", "True"]
 
 
-@pytest.mark.asyncio
-async def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+def _readme_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 1, "README.md should have exactly one python example"
-    await run_cells([("README.md[example]", blocks[0])])
+    assert len(blocks) == 2, "README.md: update these tests with its examples"
+    assert "lift_graph.ray" in blocks[1], "README.md: the second example is the Ray one"
+    return blocks
+
+
+@pytest.mark.asyncio
+async def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    await run_cells([("README.md[example]", _readme_blocks()[0])])
     assert capsys.readouterr().out.splitlines() == [
         "3/3: summary of a; summary of b; summary of c True"
+    ]
+
+
+@pytest.mark.asyncio
+async def test_readme_ray_example_runs(
+    ray_cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It goes on from the first example's graph and state; ray_cluster skips when
+    # Ray is missing, and has Ray running already.
+    example, on_ray = _readme_blocks()
+    await run_cells([("README.md[example]", example), ("README.md[ray]", on_ray)])
+    assert capsys.readouterr().out.splitlines() == [
+        "3/3: summary of a; summary of b; summary of c True",
+        "3 2/2: summary of x; summary of x2",
     ]
 
 
@@ -197,3 +216,18 @@ async def test_docs_tracing_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     await run_cells([("docs/tracing.md[block 0]", blocks[0])])
     out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
     assert out == printed[0].splitlines()
+
+
+@pytest.mark.asyncio
+async def test_docs_ray_examples_run(ray_cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # ray_cluster skips with "Ray could not be installed on this platform" when Ray is
+    # missing, and has Ray running already: the page's own ray.init is then a no-op.
+    text = (ROOT / "docs" / "ray.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 3, "docs/ray.md: update this test with its examples"
+    printed = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
+    assert len(printed) == 3, "docs/ray.md: each example's output follows it"
+    assert "ray.shutdown" not in text  # Ray is shared with the other tests of the session
+    await run_cells([(f"docs/ray.md[block {i}]", b) for i, b in enumerate(blocks)])
+    out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert out == "".join(printed).splitlines()
