@@ -53,7 +53,7 @@ async def test_leases_of_a_silent_client_are_taken_back() -> None:
     # A release of a reclaimed lease is ignored (not counted twice).
     limiter.apply("dead", [("release", held[0], 0)])
     assert limiter.gauges().in_flight["p"] == 1
-    limiter.__ray_shutdown__()
+    await limiter.stop()
 
 
 async def test_forget_gives_back_every_lease_of_a_client() -> None:

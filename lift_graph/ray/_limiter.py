@@ -76,6 +76,7 @@ class LimiterCore:
         self._seen: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
+        self._stopped = False
         self.reclaimed = 0
         self.calls = 0
         self.granted = 0
@@ -172,10 +173,14 @@ class LimiterCore:
     def config_of(self) -> LimiterConfig:
         return self.config
 
-    def __ray_shutdown__(self) -> None:
-        # Ray calls this when the actor is stopped: no task left pending behind it.
+    async def stop(self) -> None:
+        """Before the actor is killed: no task left pending behind it."""
+        self._stopped = True
         if self._reaper is not None:
             self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
 
     # -- housekeeping -----------------------------------------------------------
     def _late(self, lease: int, delay: float) -> None:
@@ -216,7 +221,7 @@ class LimiterCore:
 
     def _touch(self, client: str) -> None:
         self._seen[client] = time.monotonic()
-        if self._reaper is None and math.isfinite(self.config.lease_ttl):
+        if self._reaper is None and math.isfinite(self.config.lease_ttl) and not self._stopped:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> None:

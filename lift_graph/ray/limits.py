@@ -295,8 +295,8 @@ class RayLimits(Limits):
         return ray.get(self._handle().gauges.remote())  # type: ignore[no-any-return]
 
     def _live(self) -> LimiterGauges | None:
-        if _in_actor():
-            return None
+        if not ray.is_initialized() or _in_actor():
+            return None  # no actor to ask (Ray not started), or a loop not to block
         return self.gauges()
 
     @property
@@ -339,6 +339,8 @@ class RayLimits(Limits):
             with contextlib.suppress(ValueError):
                 self._actor = ray.get_actor(self.name, namespace=self.namespace)
         if self._actor is not None:
+            with contextlib.suppress(Exception):  # already gone: nothing to stop
+                ray.get(self._actor.stop.remote(), timeout=5)
             ray.kill(self._actor)
             self._actor = None
 
