@@ -110,6 +110,16 @@ class Config:
     bp_calls: int = 3000
     bp_limit: int = 600
     bp_http_calls: int = 100
+    #: Ray: inputs of the batch (one 50 ms fake-LM call each, 64 at a time), the
+    #: call's seconds, timed map calls on Ray and untimed ones first (each starts its
+    #: own workers); permits through the shared limiter one at a time and by 64
+    #: acquirers at once.
+    ray_n: int = 2000
+    ray_latency: float = 0.05
+    ray_reps: int = 5
+    ray_warmup: int = 1
+    ray_permits_sequential: int = 1000
+    ray_permits_concurrent: int = 6400
     #: Also measure the peers' memory (minutes at 100,000 branches).
     memory_peers: bool = False
 
@@ -141,6 +151,10 @@ class Config:
             bp_calls=600,
             bp_limit=120,
             bp_http_calls=20,
+            ray_n=640,
+            ray_reps=2,
+            ray_permits_sequential=300,
+            ray_permits_concurrent=1280,
         )
 
 

@@ -14,7 +14,10 @@ dspy_rag (DSPy's RAG tutorial program vs dspy.Parallel, and BestOfN), durability
 throughput and tracemalloc peak), backpressure (a provider answering 429 above R
 per minute, on a fake clock; and through DSPy against a local HTTP fake vs
 dspy.Parallel), tracing (the chain untraced, with tracer=False and traced into an
-OpenTelemetry SDK provider, against the SDK's own cost of one span). Peers
+OpenTelemetry SDK provider, against the SDK's own cost of one span), ray (2,000
+50 ms fake-LM calls, 64 at a time, locally vs RayBackend(num_workers=2) vs asyncio,
+with the workers' start-up apart; and the cost of one RayLimits permit, one at a
+time and 64 at once, lease_batch 32 vs 1, vs a local Limits). Peers
 (LangGraph, pydantic-graph; ``pip install 'lift_graph[bench]'``) are imported only
 when installed, else their rows say why they are missing. The memory workload runs
 each engine in a subprocess.

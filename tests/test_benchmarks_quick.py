@@ -58,6 +58,11 @@ TINY = replace(
     bp_calls=300,
     bp_limit=60,
     bp_http_calls=12,
+    ray_n=200,
+    ray_reps=1,
+    ray_warmup=0,
+    ray_permits_sequential=100,
+    ray_permits_concurrent=640,
 )
 
 
@@ -125,6 +130,7 @@ def test_every_workload_is_registered() -> None:
         "batch",
         "backpressure",
         "tracing",
+        "ray",
     ]
 
 
@@ -435,3 +441,62 @@ def test_tracing(outcomes: dict[str, Outcome]) -> None:
         "untraced (tracer=None) / tracer=False",
         "traced overhead per node / one SDK span",
     ]
+
+
+def test_ray(outcomes: dict[str, Outcome]) -> None:
+    from benchmarks.workloads.ray_backend import (
+        ACTOR_CALL,
+        ON_RAY,
+        RAY_BATCHED,
+        RAY_RUNS,
+        RAY_SEQUENTIAL,
+        RAY_SINGLE,
+    )
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.skip("Ray could not be installed on this platform")
+    out = _run("ray", outcomes)
+    _assert_finite(out)
+    n = TINY.ray_n
+    wl = f"ray {n} x64"
+    rows = {r.engine: r for r in out.rows if r.workload == wl}
+    assert list(rows) == [LIFT, ON_RAY, RAY_RUNS, ASYNCIO]
+    ideal = 64 / TINY.ray_latency  # inputs/s: 64 calls of ray_latency at once
+    for row in rows.values():
+        assert 0 < fig(row) <= ideal * 1.05, row
+    whole = rows[ON_RAY].extra
+    # The map call is its start-up, its runs and its closing, one after the other.
+    assert whole["startup_s"] > 0 and whole["closing_s"] >= 0
+    assert whole["runs_s"] >= n * TINY.ray_latency / 64 * 0.95
+    parts = whole["startup_s"] + whole["runs_s"] + whole["closing_s"]
+    assert parts == pytest.approx(whole["seconds"], rel=0.05)
+    assert whole["permits_per_call"] >= 1
+    (startup,) = [r for r in out.rows if r.workload == f"ray {n} start-up"]
+    assert 0 < fig(startup) < 60_000  # ms
+
+    seq = {r.engine: r for r in out.rows if r.workload.endswith(" sequential")}
+    assert list(seq) == [LIFT, RAY_SEQUENTIAL, ACTOR_CALL]
+    conc = {r.engine: r for r in out.rows if r.workload.endswith(" x64 at once")}
+    assert list(conc) == [LIFT, RAY_BATCHED, RAY_SINGLE]
+    # A permit from the actor costs at least a round trip; a local one, none.
+    assert fig(seq[LIFT]) < fig(seq[RAY_SEQUENTIAL])
+    assert seq[RAY_SEQUENTIAL].extra["permits_per_call"] == 1.0
+    assert conc[RAY_SINGLE].extra["permits_per_call"] == 1.0
+    assert 1 <= conc[RAY_BATCHED].extra["permits_per_call"] <= 32
+    assert [t.what for t in out.targets] == [
+        "RayBackend (runs only) / local throughput",
+        "local / asyncio throughput",
+        "RayLimits permits per actor call (lease_batch=32)",
+    ]
+    assert all(t.value is not None and t.value > 0 for t in out.targets)
+
+
+def test_ray_missing_is_a_row_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.workloads import ray_backend
+
+    monkeypatch.setattr(ray_backend, "_ray_missing", lambda: ray_backend.SKIPPED)
+    out = load("ray")(TINY)
+    assert out.rows and all(r.figure is None and "Ray is not installed" in r.note for r in out.rows)
+    assert {t.status for t in out.targets} == {"SKIP"}

@@ -25,6 +25,7 @@ NAMES: dict[str, str] = {
     "batch": "batch",
     "backpressure": "backpressure",
     "tracing": "tracing",
+    "ray": "ray_backend",
 }
 
 
