@@ -83,16 +83,22 @@ class LimiterCore:
 
     # -- leases -----------------------------------------------------------------
     async def acquire(
-        self, client: str, provider: str | None, tokens: int, count: int
+        self,
+        client: str,
+        provider: str | None,
+        tokens: int,
+        count: int,
+        ops: Sequence[tuple[Any, ...]] = (),
     ) -> tuple[list[int], int, float]:
         """Wait for one permit, then take up to ``count - 1`` more that are free now.
 
         Returns the lease ids, the global peak and the grant's wall-clock time (the
         client measures how late the grant reached it). A client that stopped
         waiting gives the surplus back; one that died has it reclaimed after
-        ``lease_ttl``.
+        ``lease_ttl``. ``ops``: the client's releases and reports not sent yet, applied
+        first (one call instead of two when a node ends and the next one starts).
         """
-        self._touch(client)
+        self.apply(client, ops)
         self.calls += 1
         permits = [await self.limits.acquire(provider, None, tokens)]
         while len(permits) < count:

@@ -11,6 +11,7 @@ shared between processes.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "check_value",
     "culprit",
     "dumps",
+    "first_line",
     "loads",
     "open_store",
     "store_spec",
@@ -51,7 +53,20 @@ def loads(data: bytes) -> Any:
     return cloudpickle.loads(data)
 
 
-def _dumps(value: Any) -> Exception | None:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` in one readable line: Ray's serialization reports run to many, with
+    terminal colours."""
+    text = _ANSI.sub("", str(exc)).strip()
+    line = text.splitlines()[0] if text else ""
+    if len(line) > 300:
+        line = line[:297] + "..."
+    return f"{type(exc).__name__}: {line}"
+
+
+def _failure(value: Any) -> Exception | None:
     try:
         dumps(value)
     except Exception as exc:  # noqa: BLE001 - any failure to serialize is reported
@@ -70,21 +85,20 @@ def culprit(value: Any) -> str | None:
     elif hasattr(value, "__slots__"):
         fields = {n: getattr(value, n) for n in value.__slots__ if hasattr(value, n)}
     for name, item in fields.items():
-        if _dumps(item) is not None:
+        if _failure(item) is not None:
             return f"field {name!r} ({type(item).__name__})"
     return None
 
 
 def check_value(value: Any, what: str, advice: str) -> None:
     """:raises ShippingError: ``value`` (described by ``what``) cannot be serialized."""
-    error = _dumps(value)
+    error = _failure(value)
     if error is None:
         return
     inner = culprit(value)
     where = f", at its {inner}" if inner else ""
     raise ShippingError(
-        f"{what} cannot be sent to the Ray workers{where}: {type(error).__name__}: {error}; "
-        f"{advice}",
+        f"{what} cannot be sent to the Ray workers{where}: {first_line(error)}; {advice}",
         what=what,
     ) from error
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..batch import _Runs
 from ..errors import ShippingError
-from ._shipping import StoreSpec, culprit, dumps, open_store
+from ._shipping import StoreSpec, culprit, dumps, first_line, open_store
 
 __all__ = ["BatchPayload", "BatchWorker"]
 
@@ -56,7 +56,7 @@ class BatchWorker:
             where = f" (state {inner})" if inner else ""
             return False, ShippingError(
                 f"input {index}'s result cannot be sent back from its worker{where}: "
-                f"{type(exc).__name__}: {exc}; keep state fields and outputs plain data",
+                f"{first_line(exc)}; keep state fields and outputs plain data",
                 what=f"input {index}",
             )
 

@@ -23,7 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from .._config import check_count
 from ..errors import ConfigurationError, ShippingError, WorkerLostError
 from ..limits import Limits
-from ._shipping import check_graph, culprit, loads, store_spec
+from ._shipping import check_graph, culprit, first_line, loads, store_spec
 from ._worker import BatchPayload, BatchWorker
 from .limits import RayLimits
 
@@ -37,6 +37,8 @@ _WorkerActor: Any = ray.remote(BatchWorker)
 
 #: Seconds a worker may take to give back its leases when the batch closes.
 _CLOSE_TIMEOUT = 10.0
+#: Seconds before an input is sent again to a worker that is restarting.
+_UNAVAILABLE_PAUSE = 0.1
 
 
 class RayBackend:
@@ -194,7 +196,7 @@ class _Pool:
                 where = f" ({inner})" if inner else ""
                 raise ShippingError(
                     f"the state of input {index}{where} cannot be sent to a Ray worker: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{first_line(exc)}; keep state fields plain data",
                     what=f"input {index}",
                 ) from exc
             self._load[slot] += 1
@@ -203,7 +205,11 @@ class _Pool:
             except asyncio.CancelledError:
                 ray.cancel(ref)
                 raise
-            except (ActorDiedError, ActorUnavailableError, RayActorError):
+            except ActorUnavailableError:
+                # Restarting (Ray retries its tasks; this one was not): try again soon.
+                await asyncio.sleep(_UNAVAILABLE_PAUSE)
+                continue
+            except (ActorDiedError, RayActorError):
                 self._dead.add(slot)  # restarts are spent: the next worker takes it
                 continue
             finally:

@@ -375,7 +375,9 @@ class RayLimits(Limits):
             count = min(len(lane.waiters) - lane.asked, self.lease_batch)
             lane.asked += count
             lane.calls += 1
-            ref = self._handle().acquire.remote(self._client, provider, tokens, count)
+            # Releases waiting for their flush ride along, applied first.
+            ops, self._ops = self._ops, []
+            ref = self._handle().acquire.remote(self._client, provider, tokens, count, ops)
             self._spawn(self._granted(provider, tokens, lane, ref, count))
 
     async def _granted(
