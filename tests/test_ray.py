@@ -251,3 +251,43 @@ async def test_imap_map_sync_and_progress_work_on_ray(ray_cluster: Any) -> None:
     await asyncio.to_thread(thread.join)
     assert box[0].outputs == expected
     assert bar.n == 12
+
+
+async def test_a_worker_process_killed_by_the_os_is_replaced(
+    ray_cluster: Any, tmp_path: Any
+) -> None:
+    """SIGKILL of a worker's process (as an out-of-memory killer would): Ray restarts
+    the actor, its inputs resume from the store, finished inputs do not run again."""
+    import os
+    import signal
+
+    provider = SharedProvider.spawn(latency=0.05)
+    store = SQLiteStore(tmp_path / "runs.db")
+    limits = RayLimits(providers={"fake": ProviderLimit(concurrency=6)}, lease_ttl=2.0)
+    backend = RayBackend(2, concurrency=4)
+    task = asyncio.ensure_future(
+        eval_graph().map(
+            Draft(),
+            states(60),
+            backend=backend,
+            limits=limits,
+            deps=provider,
+            store=store,
+            batch_id="sigkill",
+        )
+    )
+    while len(ray_cluster.get(provider.report.remote())["calls"]) < 40:
+        await asyncio.sleep(0.02)
+    finished = {i for i in range(60) if _finished(store, f"sigkill-{i}")}
+    pid = ray_cluster.get(backend.workers[0].ping.remote())
+    os.kill(pid, signal.SIGKILL)
+    batch = await asyncio.wait_for(task, 60)
+    assert batch.failed == 0
+    assert batch.outputs == (await eval_graph().map(Draft(), states(60))).outputs
+    calls = _calls_per_node(ray_cluster.get(provider.report.remote()))
+    assert finished
+    for index in finished:
+        assert all(calls[(index, node)] == 1 for node in _NODES), index
+    pids = {int(c.split("/")[0]) for c in _callers(provider, ray_cluster)}
+    assert len(pids) == 3  # the two workers, and the one that replaced the killed one
+    assert limits.gauges().leases == 0
