@@ -42,6 +42,8 @@ __all__ = ["RayLimits"]
 
 #: Acquire calls in flight at once per (provider, tokens): more overlap round trips.
 _CALLS_PER_LANE = 4
+#: Flushes remembered before those already applied are dropped.
+_UNACKED_CHECK = 256
 
 _LimiterActor: Any = ray.remote(LimiterCore)
 
@@ -132,6 +134,9 @@ class RayLimits(Limits):
         self._lane_loop: asyncio.AbstractEventLoop | None = None
         self._ops: list[tuple[Any, ...]] = []
         self._flushing = False
+        #: Flushes sent without waiting and maybe not applied yet: the actor may run
+        #: an async actor's calls out of order, so ``detach`` waits for them.
+        self._unacked: list[Any] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         self._peak = 0
@@ -331,6 +336,9 @@ class RayLimits(Limits):
         if self._actor is None:
             return
         await self._flush_now()
+        if self._unacked:
+            unacked, self._unacked = self._unacked, []
+            await asyncio.gather(*unacked, return_exceptions=True)
         await self._call("forget")
 
     def shutdown(self) -> None:
@@ -427,7 +435,14 @@ class RayLimits(Limits):
         if not self._ops:
             return None
         ops, self._ops = self._ops, []
-        return self._handle().apply.remote(self._client, ops)
+        ref = self._handle().apply.remote(self._client, ops)
+        self._unacked.append(ref)
+        if len(self._unacked) >= _UNACKED_CHECK:
+            # Forget those applied already (a check that does not wait).
+            _, self._unacked = ray.wait(
+                self._unacked, num_returns=len(self._unacked), timeout=0, fetch_local=False
+            )
+        return ref
 
     async def _flush_now(self) -> None:
         ref = self._flush()
