@@ -140,3 +140,29 @@ async def test_graph_run_in_the_driver_uses_ray_limits_too(ray_cluster: Any) -> 
     assert limits.provider_peak("fake") == 1
     assert limits.in_flight("fake") == 0
     limits.shutdown()
+
+
+async def test_workers_that_cannot_import_a_node_module_say_which(
+    ray_cluster: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module importable in the driver only (its folder joined sys.path after Ray
+    started): the workers fail to load the batch, and the error names the module."""
+    import importlib
+    import sys
+
+    (tmp_path / "driver_only_nodes.py").write_text(
+        "from lift_graph import BaseNode, End, RunContext\n"
+        "class Echo(BaseNode):\n"
+        "    async def run(self, ctx: RunContext) -> End[int]:\n"
+        "        return End(ctx.state.index)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("driver_only_nodes")
+    try:
+        with pytest.raises(ShippingError, match=r"No module named 'driver_only_nodes'") as info:
+            await Graph([module.Echo]).map(
+                module.Echo(), states(2), backend=RayBackend(1, max_restarts=0)
+            )
+        assert info.value.what == "the batch"
+    finally:
+        sys.modules.pop("driver_only_nodes", None)

@@ -136,24 +136,27 @@ class RayBackend:
         limits = kwargs["limits"]
         if isinstance(limits, RayLimits):
             await limits.aconnect()  # owned by the driver: it outlives every worker
-        # Passed by value, held by the pool: a restarted worker gets it again.
-        shared = payload
         options = {
             "max_restarts": self.max_restarts,
             "max_task_retries": -1,
             "max_concurrency": self.concurrency + 8,
             **self.actor_options,
         }
-        workers = [_WorkerActor.options(**options).remote(shared) for _ in range(self.num_workers)]
+        # Ray keeps a restartable actor's constructor arguments: a worker it restarts
+        # loads the same batch.
+        workers = [_WorkerActor.options(**options).remote(payload) for _ in range(self.num_workers)]
         pool = _Pool(workers, limits if getattr(limits, "_owned", False) else None)
         try:
             await asyncio.gather(*(w.ping.remote() for w in workers))
         except RayActorError as exc:
             await pool.aclose()
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            cause = lines[-1].strip() if lines else type(exc).__name__
             raise ShippingError(
-                f"the Ray workers could not load the batch of graph {runs.graph.name!r}: "
-                f"{exc}; a node module that is not importable on the workers is the usual "
-                "cause (ship it with runtime_env={'py_modules': [...]} in actor_options)",
+                f"the Ray workers could not load the batch of graph {runs.graph.name!r} "
+                f"({cause}); a node module that is not importable on the workers is the "
+                "usual cause (ship it with runtime_env={'py_modules': [...]} in "
+                "actor_options)",
                 what="the batch",
             ) from exc
         self.workers = workers
