@@ -94,6 +94,9 @@ class Ask(BaseNode[EvalState]):
 
     async def run(self, ctx: RunContext[EvalState]) -> End[str]:
         await call(ctx, "Ask")
+        if not ctx.state.question:
+            missing = LookupError("question")
+            raise ValueError(f"input {ctx.state.index} has no question") from missing
         ctx.state.verdict = digest(ctx.state.question)
         return End(ctx.state.verdict)
 

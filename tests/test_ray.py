@@ -62,6 +62,20 @@ async def test_errors_are_collected_by_index_as_locally(ray_cluster: Any) -> Non
     assert remote.outputs == local.outputs
 
 
+async def test_a_failed_node_comes_back_with_its_cause(ray_cluster: Any) -> None:
+    """A node's error keeps its cause (``raise ... from``), as locally."""
+    inputs = states(4)
+    inputs[2] = EvalState(index=2, question="")  # Ask fails on an empty question
+    local = await ask_graph().map(Ask(), inputs)
+    remote = await ask_graph().map(Ask(), inputs, backend=RayBackend(1, concurrency=2))
+    assert list(remote.errors) == list(local.errors) == [2]
+    mine, theirs = remote.errors[2], local.errors[2]
+    assert type(mine) is type(theirs) and str(mine) == str(theirs)
+    assert isinstance(theirs.__cause__, LookupError)  # pickling alone would drop it
+    assert type(mine.__cause__) is type(theirs.__cause__)
+    assert str(mine.__cause__) == str(theirs.__cause__)
+
+
 async def test_cluster_wide_concurrency_and_rpm_hold_at_the_provider(ray_cluster: Any) -> None:
     rpm, window = 24, 2.0
     provider = SharedProvider.spawn(latency=0.2)

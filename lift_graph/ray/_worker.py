@@ -8,6 +8,8 @@ an input re-sent after its worker died replays what its journal holds.
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from ..batch import _Runs
 from ..errors import ShippingError
 from ._shipping import StoreSpec, culprit, dumps, first_line, open_store
 
-__all__ = ["BatchPayload", "BatchWorker"]
+__all__ = ["BatchPayload", "BatchWorker", "relink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,9 @@ class BatchWorker:
         self._stores = [s for s in (store, kwargs["cache"]) if s is not None]
 
     async def run(self, index: int, state: Any) -> tuple[bool, Any]:
-        """``(True, result)`` with the pickled ``RunResult``, or ``(False, error)``.
+        """``(True, result)`` with the pickled ``RunResult``, or ``(False, chain)``:
+        the input's error and its causes (``raise ... from``), which pickling drops
+        and ``relink`` restores.
 
         The result is serialized here, so a field that cannot travel back is named
         by a ``ShippingError`` rather than lost in a Ray error.
@@ -48,17 +52,18 @@ class BatchWorker:
         try:
             result = await self._runs.run_one(index, state)
         except Exception as exc:  # noqa: BLE001 - the input's failure, kept by index
-            return False, _shippable_error(exc, index)
+            return False, _chain(exc, index)
         try:
             return True, dumps(result)
         except Exception as exc:  # noqa: BLE001 - reported as this input's failure
             inner = culprit(result.state) or culprit(result)
             where = f" (state {inner})" if inner else ""
-            return False, ShippingError(
+            error = ShippingError(
                 f"input {index}'s result cannot be sent back from its worker{where}: "
                 f"{first_line(exc)}; keep state fields and outputs plain data",
                 what=f"input {index}",
             )
+            return False, [error]
 
     async def close(self) -> None:
         """Give back this worker's leases and close its stores (before it is killed)."""
@@ -70,12 +75,25 @@ class BatchWorker:
             store.close()
 
     def ping(self) -> int:
-        import os
-
         return os.getpid()
 
 
-def _shippable_error(exc: Exception, index: int) -> Exception:
+#: Causes sent back with an input's error, at most.
+_MAX_CAUSES = 8
+
+
+def _chain(exc: BaseException, index: int) -> list[BaseException]:
+    """``exc`` and its explicit causes, each replaced by a ``ShippingError`` that
+    says what it was if it cannot be pickled."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < _MAX_CAUSES:
+        chain.append(_shippable(current, index))
+        current = current.__cause__
+    return chain
+
+
+def _shippable(exc: BaseException, index: int) -> BaseException:
     try:
         dumps(exc)
     except Exception:  # noqa: BLE001 - replaced by an error that travels
@@ -85,3 +103,10 @@ def _shippable_error(exc: Exception, index: int) -> Exception:
             what=f"input {index}",
         )
     return exc
+
+
+def relink(chain: list[BaseException]) -> BaseException:
+    """The input's error with its causes linked again (on the driver)."""
+    for error, cause in itertools.pairwise(chain):
+        error.__cause__ = cause
+    return chain[0]

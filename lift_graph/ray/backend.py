@@ -24,7 +24,7 @@ from .._config import check_count
 from ..errors import ConfigurationError, ShippingError, WorkerLostError
 from ..limits import Limits
 from ._shipping import check_graph, culprit, first_line, loads, store_spec
-from ._worker import BatchPayload, BatchWorker
+from ._worker import BatchPayload, BatchWorker, relink
 from .limits import RayLimits
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class _Pool:
             finally:
                 self._load[slot] -= 1
             if not ok:
-                raise value
+                raise relink(value)
             return loads(value)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
