@@ -12,7 +12,12 @@ What one permit costs, and how it is kept low:
 - acquires waiting at once for the same provider share one actor call, which waits
   for the first permit and takes as many more as are free (``lease_batch``);
 - releases and rate-limit reports are sent without waiting, all those of one
-  event-loop turn in one call; only a 429 waits for the actor (to learn the pause).
+  event-loop turn together, with the next acquire call when there is one; only a
+  429 waits for the actor (to learn the pause).
+
+A grant is counted in the rpm / tpm windows from when the actor made it; one used
+more than ``margin / 2`` later is reported and counted from its use instead
+(``LimiterCore._late``), so the windows hold at the provider when workers are busy.
 """
 
 from __future__ import annotations
