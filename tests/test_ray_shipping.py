@@ -166,3 +166,17 @@ async def test_workers_that_cannot_import_a_node_module_say_which(
         assert info.value.what == "the batch"
     finally:
         sys.modules.pop("driver_only_nodes", None)
+
+
+async def test_a_batch_that_cannot_start_raises_rays_error_and_stops(ray_cluster: Any) -> None:
+    """Ray refuses a worker option: its error reaches the caller, and the pool is
+    gone (a batch cancelled while starting goes the same way)."""
+    backend = RayBackend(1, actor_options={"num_cpus": -1})
+    with pytest.raises(ValueError, match=r"num_cpus"):
+        await ask_graph().map(Ask(), states(2), backend=backend)
+    assert backend.workers == []
+    starting = asyncio.ensure_future(ask_graph().map(Ask(), states(2), backend=RayBackend(1)))
+    await asyncio.sleep(0.05)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting

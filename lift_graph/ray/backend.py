@@ -115,6 +115,18 @@ class RayBackend:
             )
         return limits
 
+    def _spawn(self, payload: BatchPayload) -> list[Any]:
+        options = {
+            "max_restarts": self.max_restarts,
+            "max_task_retries": -1,
+            "max_concurrency": self.concurrency + 8,
+            **self.actor_options,
+        }
+        # Ray keeps a restartable actor's constructor arguments: a worker it restarts
+        # loads the same batch.
+        actor = _WorkerActor.options(**options)
+        return [actor.remote(payload) for _ in range(self.num_workers)]
+
     async def start(self, runs: _Runs) -> _Pool:
         """Start the workers with the batch; returns what runs each input.
 
@@ -134,19 +146,12 @@ class RayBackend:
             run_kwargs=dict(kwargs, tracer=None),
         )
         limits = kwargs["limits"]
-        if isinstance(limits, RayLimits):
-            await limits.aconnect()  # owned by the driver: it outlives every worker
-        options = {
-            "max_restarts": self.max_restarts,
-            "max_task_retries": -1,
-            "max_concurrency": self.concurrency + 8,
-            **self.actor_options,
-        }
-        # Ray keeps a restartable actor's constructor arguments: a worker it restarts
-        # loads the same batch.
-        workers = [_WorkerActor.options(**options).remote(payload) for _ in range(self.num_workers)]
-        pool = _Pool(workers, limits if getattr(limits, "_owned", False) else None)
+        owned = limits if isinstance(limits, RayLimits) and limits._owned else None
+        pool = _Pool(owned)
         try:
+            if isinstance(limits, RayLimits):
+                await limits.aconnect()  # owned by the driver: it outlives every worker
+            workers = pool.staff(self._spawn(payload))
             await asyncio.gather(*(w.ping.remote() for w in workers))
         except RayActorError as exc:
             await pool.aclose()
@@ -159,6 +164,9 @@ class RayBackend:
                 "actor_options)",
                 what="the batch",
             ) from exc
+        except BaseException:
+            await pool.aclose()  # cancelled while starting, or Ray refused an option
+            raise
         self.workers = workers
         pool.on_close = self.workers.clear
         return pool
@@ -167,12 +175,18 @@ class RayBackend:
 class _Pool:
     """The workers of one batch: each input goes to the least busy live one."""
 
-    def __init__(self, workers: list[Any], owned: RayLimits | None) -> None:
-        self._workers = workers
+    def __init__(self, owned: RayLimits | None) -> None:
+        #: The batch's own limits (none were given): shut down with the pool.
         self._owned = owned
-        self._load = [0] * len(workers)
+        self._workers: list[Any] = []
+        self._load: list[int] = []
         self._dead: set[int] = set()
         self.on_close: Any = None
+
+    def staff(self, workers: list[Any]) -> list[Any]:
+        self._workers = workers
+        self._load = [0] * len(workers)
+        return workers
 
     def _pick(self, index: int) -> int:
         live = [i for i in range(len(self._workers)) if i not in self._dead]
