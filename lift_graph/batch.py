@@ -268,9 +268,15 @@ async def _open(
     backend: Backend | None,
 ) -> tuple[Batcher, Progress | None, BackendSession | None]:
     source = Source(states)
-    session = await backend.start(runs) if backend is not None else None
-    run_one = session.run_one if session is not None else runs.run_one
     bar = open_progress(progress, total=source.total, desc=runs.graph.name)
+    try:
+        # Last: nothing after it may fail and leave the backend's workers running.
+        session = await backend.start(runs) if backend is not None else None
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
+    run_one = session.run_one if session is not None else runs.run_one
     on_done = bar.step if bar is not None else None
     batcher = Batcher(run_one, source, limit=limit, window=window, on_done=on_done)
     return batcher, bar, session
