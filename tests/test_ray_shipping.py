@@ -145,9 +145,11 @@ async def test_graph_run_in_the_driver_uses_ray_limits_too(ray_cluster: Any) -> 
 async def test_workers_that_cannot_import_a_node_module_say_which(
     ray_cluster: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A module importable in the driver only (its folder joined sys.path after Ray
-    started): the workers fail to load the batch, and the error names the module."""
+    """A module the driver imported from a folder that is gone (as a folder this
+    host has and a worker's host lacks): the workers fail to load the batch, and the
+    error names the module."""
     import importlib
+    import shutil
     import sys
 
     (tmp_path / "driver_only_nodes.py").write_text(
@@ -158,6 +160,7 @@ async def test_workers_that_cannot_import_a_node_module_say_which(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("driver_only_nodes")
+    shutil.rmtree(tmp_path)
     try:
         with pytest.raises(ShippingError, match=r"No module named 'driver_only_nodes'") as info:
             await Graph([module.Echo]).map(
@@ -180,3 +183,19 @@ async def test_a_batch_that_cannot_start_raises_rays_error_and_stops(ray_cluster
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
+
+
+class Shout(BaseNode[EvalState]):
+    """Defined in this test module: workers import it by name, as the driver does."""
+
+    writes = frozenset({"verdict"})
+
+    async def run(self, ctx: RunContext[EvalState]) -> End[str]:
+        ctx.state.verdict = ctx.state.question.upper()
+        return End(ctx.state.verdict)
+
+
+async def test_nodes_of_a_test_module_run_on_the_workers(ray_cluster: Any) -> None:
+    batch = await Graph([Shout]).map(Shout(), states(4), backend=RayBackend(2, concurrency=2))
+    assert batch.failed == 0, batch.errors
+    assert batch.outputs == [s.question.upper() for s in states(4)]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ..batch import _Runs
 from ..errors import ShippingError
-from ._shipping import StoreSpec, culprit, dumps, first_line, open_store
+from ._shipping import StoreSpec, culprit, dumps, first_line, loads, open_store
 
 __all__ = ["BatchPayload", "BatchWorker", "relink"]
 
@@ -35,7 +36,14 @@ class BatchPayload:
 class BatchWorker:
     """Wrapped by ``ray.remote`` in ``RayBackend``; one instance per worker process."""
 
-    def __init__(self, payload: BatchPayload) -> None:
+    def __init__(self, paths: list[str], data: bytes) -> None:
+        # The driver's import path first (after the worker's own), so a node class
+        # pickled by reference (its module's name) imports here as it does there: a
+        # test module, a script's folder. Folders this host lacks are skipped.
+        for path in paths:
+            if path not in sys.path and os.path.isdir(path):
+                sys.path.append(path)
+        payload: BatchPayload = loads(data)
         store = open_store(payload.store)
         kwargs = dict(payload.run_kwargs, cache=open_store(payload.cache))
         self._runs = _Runs(payload.graph, payload.start, payload.batch_id, store, kwargs)

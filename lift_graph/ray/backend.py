@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from .._config import check_count
 from ..errors import ConfigurationError, ShippingError, WorkerLostError
 from ..limits import Limits
-from ._shipping import check_graph, culprit, first_line, loads, store_spec
+from ._shipping import check_graph, culprit, dumps, first_line, loads, store_spec
 from ._worker import BatchPayload, BatchWorker, relink
 from .limits import RayLimits
 
@@ -122,10 +124,19 @@ class RayBackend:
             "max_concurrency": self.concurrency + 8,
             **self.actor_options,
         }
-        # Ray keeps a restartable actor's constructor arguments: a worker it restarts
-        # loads the same batch.
+        # Sent as bytes, loaded by the worker once it has the driver's import path.
+        # Ray keeps a restartable actor's constructor arguments: a worker it
+        # restarts loads the same batch.
+        try:
+            data = dumps(payload)
+        except Exception as exc:
+            raise ShippingError(
+                f"the batch cannot be sent to the Ray workers: {first_line(exc)}",
+                what="the batch",
+            ) from exc
         actor = _WorkerActor.options(**options)
-        return [actor.remote(payload) for _ in range(self.num_workers)]
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        return [actor.remote(paths, data) for _ in range(self.num_workers)]
 
     async def start(self, runs: _Runs) -> _Pool:
         """Start the workers with the batch; returns what runs each input.
