@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -120,3 +122,16 @@ class Grab(BaseNode[Holder]):
         if ctx.state.index == 1:
             ctx.state.handle = threading.Lock()
         return End("ok")
+
+
+class Fatal(BaseNode[EvalState]):
+    """Kills its own process on input 5 (as a native crash or the OOM killer would)."""
+
+    writes = frozenset({"verdict"})
+
+    async def run(self, ctx: RunContext[EvalState]) -> End[str]:
+        if ctx.state.index == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await asyncio.sleep(0.05)
+        ctx.state.verdict = digest(ctx.state.question)
+        return End(ctx.state.verdict)

@@ -275,3 +275,18 @@ async def test_imap_map_sync_and_progress_work_on_ray(ray_cluster: Any) -> None:
     await asyncio.to_thread(thread.join)
     assert box[0].outputs == expected
     assert bar.n == 12
+
+
+async def test_an_input_that_kills_its_worker_fails_alone(ray_cluster: Any) -> None:
+    """Input 5 kills the worker process running it, every time: after two deaths it
+    fails with WorkerLostError, and the batch goes on without it."""
+    from lift_graph import Graph, WorkerLostError
+    from tests.ray_graphs import Fatal
+
+    graph = Graph([Fatal])
+    batch = await graph.map(Fatal(), states(20), backend=RayBackend(2, concurrency=1))
+    assert list(batch.errors) == [5]
+    error = batch.errors[5]
+    assert isinstance(error, WorkerLostError) and error.index == 5
+    assert "each of the 2 times" in str(error)
+    assert batch.succeeded == 19

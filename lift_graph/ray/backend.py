@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from .._config import check_count
 from ..errors import ConfigurationError, ShippingError, WorkerLostError
@@ -39,8 +39,9 @@ _WorkerActor: Any = ray.remote(BatchWorker)
 
 #: Seconds a worker may take to give back its leases when the batch closes.
 _CLOSE_TIMEOUT = 10.0
-#: Seconds before an input is sent again to a worker that is restarting.
-_UNAVAILABLE_PAUSE = 0.1
+#: Worker deaths an input may be running through before it fails on its own: an
+#: input that kills its worker (memory, a native crash) must not kill them all.
+_CRASHES_PER_INPUT = 2
 
 
 class RayBackend:
@@ -49,8 +50,11 @@ class RayBackend:
 
     The batch keeps at most ``num_workers * concurrency`` inputs in flight (unless
     ``graph.map`` is given a smaller ``max_concurrency``). ``max_restarts``: how
-    often Ray may restart a worker that died; its inputs are re-sent, and once it
-    cannot restart, to the other workers. ``actor_options`` go to Ray's
+    often Ray may restart a worker that died; the inputs it was running are sent
+    again (to another worker when there is one), and once it cannot restart, the
+    other workers take its share. An input that was running each of the two times
+    a worker died fails alone (``WorkerLostError``): it may be what kills them.
+    ``actor_options`` go to Ray's
     ``.options()`` for each worker (``num_cpus``, ``resources``, ``runtime_env``...).
     Ray is started (``ray.init()``) if it is not running.
 
@@ -120,7 +124,9 @@ class RayBackend:
     def _spawn(self, payload: BatchPayload) -> list[Any]:
         options = {
             "max_restarts": self.max_restarts,
-            "max_task_retries": -1,
+            # Inputs a dying worker was running are sent again by the pool, which
+            # counts how often each was there (Ray's own retries would not).
+            "max_task_retries": 0,
             "max_concurrency": self.concurrency + 8,
             **self.actor_options,
         }
@@ -199,7 +205,8 @@ class _Pool:
         self._load = [0] * len(workers)
         return workers
 
-    def _pick(self, index: int) -> int:
+    def _pick(self, index: int, avoid: int | None) -> int:
+        """The least busy live worker, other than ``avoid`` if there is another."""
         live = [i for i in range(len(self._workers)) if i not in self._dead]
         if not live:
             raise WorkerLostError(
@@ -207,7 +214,8 @@ class _Pool:
                 "often than max_restarts allows",
                 index=index,
             )
-        return min(live, key=lambda i: self._load[i])
+        others = [i for i in live if i != avoid] or live
+        return min(others, key=lambda i: self._load[i])
 
     async def run_one(self, index: int, state: Any) -> RunResult[Any]:
         """Run input ``index`` on a worker; on another one if its worker is gone.
@@ -215,8 +223,9 @@ class _Pool:
         :raises ShippingError: the state cannot be sent (names the field).
         :raises WorkerLostError: no worker is left.
         """
+        crashes, avoid = 0, None
         while True:
-            slot = self._pick(index)
+            slot = self._pick(index, avoid)
             try:
                 ref = self._workers[slot].run.remote(index, state)
             except Exception as exc:
@@ -233,12 +242,19 @@ class _Pool:
             except asyncio.CancelledError:
                 ray.cancel(ref)
                 raise
-            except ActorUnavailableError:
-                # Restarting (Ray retries its tasks; this one was not): try again soon.
-                await asyncio.sleep(_UNAVAILABLE_PAUSE)
-                continue
-            except (ActorDiedError, RayActorError):
-                self._dead.add(slot)  # restarts are spent: the next worker takes it
+            except RayActorError as exc:
+                # The worker died while running this input. Unavailable: Ray restarts
+                # it; died: its restarts are spent, the other workers go on.
+                if not isinstance(exc, ActorUnavailableError):
+                    self._dead.add(slot)
+                crashes, avoid = crashes + 1, slot
+                if crashes >= _CRASHES_PER_INPUT:
+                    raise WorkerLostError(
+                        f"input {index} was running on a Ray worker each of the {crashes} "
+                        "times one died: it is not sent again, as it may be what kills "
+                        "them (memory, a native crash); run it alone to see",
+                        index=index,
+                    ) from exc
                 continue
             finally:
                 self._load[slot] -= 1
