@@ -5,9 +5,9 @@ local batch does on the driver (the lazy source, the bound on inputs in flight,
 results in input order, errors by index, the progress bar, resuming by
 ``batch_id``) and sends each input's run to the least busy worker: an async actor
 that runs up to ``concurrency`` of them at once on its own event loop. Ray places
-the workers and restarts one that dies (``max_restarts``), re-sending the inputs
-it was running; with a store, those resume from their journals, so nodes that
-finished there are not run again.
+the workers and restarts one that dies (``max_restarts``); the driver sends the
+inputs it was running again, and with a store those resume from their journals,
+so nodes that finished there are not run again.
 """
 
 from __future__ import annotations
