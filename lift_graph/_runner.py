@@ -393,11 +393,12 @@ async def run_node(
                 if limits is None:  # back-pressure needs somewhere to pause: its own
                     limits = settings.limits = Limits()
                 target = signal.provider or provider
+                refused_at = limits.clock.now()  # no later than the pause's own start
                 delay = await _throttle(error, signal, throttled, permit, name, target, settings)
                 if delay is not None:
                     paused = True
                     throttled += 1
-                    pause_began = limits.clock.now()
+                    pause_began = refused_at
                     emit_rate_limited(
                         settings, key, target or "", delay, signal.retry_after, attempt
                     )
