@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +144,19 @@ class Rate:
         if entry[0] > now - self.limit.window:
             self._add(amount - entry[1])
         entry[1] = amount
+
+    def shift(self, counted: float, moved: float, entry: list[Any] | None) -> None:
+        """Count a request made at ``counted`` (and its token ``entry``) from ``moved``,
+        later, instead: it was granted before it started. Nothing happens to what
+        already left the window."""
+        with contextlib.suppress(ValueError):  # ValueError: it left the window already
+            self.requests.remove(counted)
+            bisect.insort(self.requests, moved)
+        at = next((i for i, e in enumerate(self.tokens) if e is entry), None)
+        if entry is not None and at is not None:
+            del self.tokens[at]
+            entry[0] = moved
+            self.tokens.insert(bisect.bisect_right([e[0] for e in self.tokens], moved), entry)
 
     def _add(self, amount: int) -> None:
         self._token_total += amount

@@ -331,26 +331,9 @@ class Limits:
                 if run_slots is not None:
                     run_slots.release()
                 raise
-            if rate is None and pressure is None:
-                return Permit(provider, run_slots, self._global is not None, pslots is not None)
-            now = clock.now()
-            wait = rate.wait_time(now, tokens) if rate is not None else 0.0
-            if pressure is not None:
-                wait = max(wait, pressure.wait_time(now))
-            if wait <= 0:
-                reservation = None
-                if rate is not None:
-                    rate.record_request(now)
-                    reservation = rate.reserve(now, tokens)
-                start = pressure.start(now) if pressure is not None else None
-                return Permit(
-                    provider,
-                    run_slots,
-                    self._global is not None,
-                    pslots is not None,
-                    start,
-                    reservation,
-                )
+            permit, wait = self._admit(provider, run_slots, pslots, rate, pressure, tokens)
+            if permit is not None:
+                return permit
             if self._global is not None:
                 self._global.release()
             if run_slots is not None:
@@ -368,25 +351,43 @@ class Limits:
                 pslots.release()
             return None
         rate = self._rates.get(provider) if provider else None
-        pressure = self._pressure_of(provider)
-        now = self.clock.now()
-        wait = rate.wait_time(now, tokens) if rate is not None else 0.0
-        if pressure is not None:
-            wait = max(wait, pressure.wait_time(now))
-        if wait > 0:
+        permit, _ = self._admit(provider, None, pslots, rate, self._pressure_of(provider), tokens)
+        if permit is None:
             if self._global is not None:
                 self._global.release()
             if pslots is not None:
                 pslots.release()
             return None
+        self._users += 1
+        return permit
+
+    def _admit(
+        self,
+        provider: str | None,
+        run_slots: _Slots | None,
+        pslots: _Slots | None,
+        rate: _Rate | None,
+        pressure: Pressure | None,
+        tokens: int,
+    ) -> tuple[Permit | None, float]:
+        """With the slots held: the permit if the provider's windows and back-pressure
+        let a request start now (counting it), else None and the seconds to wait."""
+        has_global = self._global is not None
+        if rate is None and pressure is None:
+            return Permit(provider, run_slots, has_global, pslots is not None), 0.0
+        now = self.clock.now()
+        wait = rate.wait_time(now, tokens) if rate is not None else 0.0
+        if pressure is not None:
+            wait = max(wait, pressure.wait_time(now))
+        if wait > 0:
+            return None, wait
         reservation = None
         if rate is not None:
             rate.record_request(now)
             reservation = rate.reserve(now, tokens)
         start = pressure.start(now) if pressure is not None else None
-        self._users += 1
-        has_global = self._global is not None
-        return Permit(provider, None, has_global, pslots is not None, start, reservation)
+        permit = Permit(provider, run_slots, has_global, pslots is not None, start, reservation)
+        return permit, 0.0
 
     def release(self, permit: Permit, tokens: int = 0) -> None:
         """Give back a permit; ``tokens`` spent settle the call's tpm reservation.
@@ -439,9 +440,22 @@ class Limits:
 
     async def wait_out(self, provider: str | None) -> None:
         """Wait, holding nothing, until ``provider``'s pause (if any) is over."""
+        while (left := self.paused_for(provider)) > 0:
+            await self.clock.sleep(left)
+
+    def paused_for(self, provider: str | None) -> float:
+        """Seconds until ``provider``'s pause is over (0.0: it is not paused)."""
         pressure = self._pressure.get(provider)
-        while pressure is not None and pressure.paused_until > self.clock.now():
-            await self.clock.sleep(pressure.paused_until - self.clock.now())
+        if pressure is None:
+            return 0.0
+        return max(0.0, pressure.paused_until - self.clock.now())
+
+    def started_late(self, permit: Permit, delay: float) -> None:
+        """``permit``'s call started ``delay`` seconds after it was granted: count its
+        request and tokens in the provider's windows from then (see ``Rate.shift``)."""
+        rate = self._rates.get(permit.provider) if permit.provider is not None else None
+        if rate is not None and permit.start is not None and delay > 0:
+            rate.shift(permit.start.time, permit.start.time + delay, permit.reservation)
 
     def reported(self, permit: Permit, signal: RateSignal) -> None:
         """Rate-limit headers of an accepted call (``RunContext.report_rate_limit``)."""

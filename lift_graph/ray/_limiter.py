@@ -14,7 +14,6 @@ tests drive it directly.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import math
@@ -111,7 +110,7 @@ class LimiterCore:
         for permit in permits:
             lease = next(self._ids)
             self._leases[lease] = (client, permit)
-            if provider in self.limits._rates and permit.start is not None:
+            if permit.start is not None:
                 self._movable.add(lease)
             ids.append(lease)
         self.granted += len(ids)
@@ -147,10 +146,7 @@ class LimiterCore:
     def wait_time(self, client: str, provider: str | None) -> float:
         """Seconds until ``provider``'s pause is over (0: it is not paused)."""
         self._touch(client)
-        pressure = self.limits._pressure.get(provider)
-        if pressure is None:
-            return 0.0
-        return max(0.0, pressure.paused_until - self.limits.clock.now())
+        return self.limits.paused_for(provider)
 
     def renew(self, client: str) -> None:
         self._touch(client)
@@ -199,25 +195,9 @@ class LimiterCore:
         safe while it is still in the window, as every grant since counted it.
         """
         held = self._leases.get(lease)
-        if lease not in self._movable or held is None or delay <= 0:
-            return
-        self._movable.discard(lease)
-        permit = held[1]
-        rate = self.limits._rates.get(permit.provider or "")
-        if rate is None or permit.start is None:
-            return
-        counted = permit.start.time  # the `now` its request and tokens were counted at
-        moved = counted + delay
-        with contextlib.suppress(ValueError):  # ValueError: it left the window already
-            rate.requests.remove(counted)
-            bisect.insort(rate.requests, moved)
-        entry = held[1].reservation
-        at = next((i for i, e in enumerate(rate.tokens) if e is entry), None)
-        if entry is not None and at is not None:
-            del rate.tokens[at]
-            entry[0] = moved
-            index = bisect.bisect_right([e[0] for e in rate.tokens], moved)
-            rate.tokens.insert(index, entry)
+        if lease in self._movable and held is not None:
+            self._movable.discard(lease)
+            self.limits.started_late(held[1], delay)
 
     def _release(self, lease: int, tokens: int) -> None:
         self._movable.discard(lease)
