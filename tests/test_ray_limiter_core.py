@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("ray", reason="Ray could not be installed on this platform")
 
 from lift_graph import ProviderLimit
+from lift_graph._rate_signals import RateSignal
 from lift_graph.ray._limiter import LimiterConfig, LimiterCore
 
 pytestmark = pytest.mark.asyncio
@@ -68,7 +69,7 @@ async def test_margin_widens_every_window_and_throttle_pauses() -> None:
     limiter = core(margin=0.25, rpm=1, window=1.0)
     assert limiter.limits.providers["p"].window == 1.25
     (lease,), *_ = await limiter.acquire("a", "p", 0, 1)
-    pause = await limiter.throttle("a", lease, "p", (2.0, None, None, None), 0.5)
+    pause = await limiter.throttle("a", lease, "p", RateSignal(retry_after=2.0), 0.5)
     assert pause == pytest.approx(2.0)
     assert 1.9 < limiter.wait_time("a", "p") <= 2.0
     assert limiter.gauges().status["p"].refusals == 1

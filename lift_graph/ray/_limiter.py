@@ -125,7 +125,7 @@ class LimiterCore:
             elif op[0] == "reported":
                 held = self._leases.get(op[1])
                 if held is not None:
-                    self.limits.reported(held[1], RateSignal(*op[2]))
+                    self.limits.reported(held[1], op[2])
             elif op[0] == "late":
                 self._late(op[1], op[2])
 
@@ -134,14 +134,14 @@ class LimiterCore:
         client: str,
         lease: int | None,
         provider: str | None,
-        signal: tuple[Any, ...],
+        signal: RateSignal,
         seed: float,
     ) -> float:
         """A 429: pause ``provider`` for every client; returns the pause (seconds)."""
         self._touch(client)
         held = self._leases.get(lease) if lease is not None else None
         permit = held[1] if held is not None else None
-        return self.limits.rate_limited(permit, provider, RateSignal(*signal), random.Random(seed))
+        return self.limits.rate_limited(permit, provider, signal, random.Random(seed))
 
     def wait_time(self, client: str, provider: str | None) -> float:
         """Seconds until ``provider``'s pause is over (0: it is not paused)."""

@@ -260,8 +260,7 @@ class RayLimits(Limits):
         if not isinstance(permit, _Leased):
             super().reported(permit, signal)
             return
-        fields = (signal.retry_after, signal.remaining, signal.limit, signal.provider)
-        self._send(("reported", permit.lease, fields))
+        self._send(("reported", permit.lease, signal))
 
     async def throttle(
         self, permit: Permit | None, provider: str | None, signal: RateSignal, rng: random.Random
@@ -271,8 +270,7 @@ class RayLimits(Limits):
             return await super().throttle(permit, provider, signal, rng)
         await self._flush_now()  # this client's earlier reports land first
         lease = permit.lease if isinstance(permit, _Leased) else None
-        fields = (signal.retry_after, signal.remaining, signal.limit, signal.provider)
-        pause = await self._call("throttle", lease, provider, fields, rng.random())
+        pause = await self._call("throttle", lease, provider, signal, rng.random())
         return float(pause)
 
     def rate_limited(
@@ -284,8 +282,7 @@ class RayLimits(Limits):
         if self._local(provider) and not isinstance(permit, _Leased):
             return super().rate_limited(permit, provider, signal, rng)
         lease = permit.lease if isinstance(permit, _Leased) else None
-        fields = (signal.retry_after, signal.remaining, signal.limit, signal.provider)
-        self._handle().throttle.remote(self._client, lease, provider, fields, rng.random())
+        self._handle().throttle.remote(self._client, lease, provider, signal, rng.random())
         return signal.retry_after or 0.0
 
     async def wait_out(self, provider: str | None) -> None:
@@ -305,8 +302,8 @@ class RayLimits(Limits):
         return ray.get(self._handle().gauges.remote())  # type: ignore[no-any-return]
 
     def _live(self) -> LimiterGauges | None:
-        if not ray.is_initialized() or _in_actor():
-            return None  # no actor to ask (Ray not started), or a loop not to block
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is not None:
+            return None  # no actor to ask (Ray not started), or a worker's loop to keep
         return self.gauges()
 
     @property
@@ -399,8 +396,6 @@ class RayLimits(Limits):
         try:
             leases, peak, granted_at = await ref
         except Exception as exc:  # noqa: BLE001 - the actor is gone: every waiter learns why
-            lane.asked -= count
-            lane.calls -= 1
             error = WorkerLostError(
                 f"the limiter actor {self.name!r} failed or died ({type(exc).__name__}: "
                 f"{exc}); these RayLimits cannot grant permits any more"
@@ -410,8 +405,9 @@ class RayLimits(Limits):
                 if not waiter.done():
                     waiter.set_exception(error)
             return
-        lane.asked -= count
-        lane.calls -= 1
+        finally:
+            lane.asked -= count
+            lane.calls -= 1
         self._peak = max(self._peak, peak)
         for lease in leases:
             while lane.waiters and lane.waiters[0].done():
@@ -478,10 +474,3 @@ class RayLimits(Limits):
 
 def _restore(arguments: dict[str, Any]) -> RayLimits:
     return RayLimits(**arguments)
-
-
-def _in_actor() -> bool:
-    """Whether this process is a Ray actor (a worker), whose loop must not block."""
-    if not ray.is_initialized():
-        return False
-    return ray.get_runtime_context().get_actor_id() is not None
