@@ -31,6 +31,7 @@ __all__ = [
     "first_line",
     "loads",
     "open_store",
+    "pack",
     "store_spec",
 ]
 
@@ -123,6 +124,22 @@ def check_graph(graph: Any, start: Any, deps: Any) -> None:
         "pass what the nodes need to build their clients (a model name, an API base) "
         "rather than the clients themselves",
     )
+
+
+def pack(payload: Any, graph: Any, start: Any, deps: Any) -> bytes:
+    """``payload`` serialized for the workers, in one pass; when that fails, each
+    node class, the start node and ``deps`` are tried alone to name the culprit.
+
+    :raises ShippingError: naming what cannot travel.
+    """
+    try:
+        return dumps(payload)
+    except Exception as exc:
+        check_graph(graph, start, deps)
+        raise ShippingError(
+            f"the batch cannot be sent to the Ray workers: {first_line(exc)}",
+            what="the batch",
+        ) from exc
 
 
 def store_spec(store: Store | None, what: str) -> StoreSpec | None:

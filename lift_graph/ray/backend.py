@@ -25,7 +25,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from .._config import check_count
 from ..errors import ConfigurationError, ShippingError, WorkerLostError
 from ..limits import Limits
-from ._shipping import check_graph, culprit, dumps, first_line, loads, store_spec
+from ._shipping import culprit, first_line, loads, pack, store_spec
 from ._worker import BatchPayload, BatchWorker, relink
 from .limits import RayLimits
 
@@ -121,7 +121,7 @@ class RayBackend:
             )
         return limits
 
-    def _spawn(self, payload: BatchPayload) -> list[Any]:
+    def _spawn(self, data: bytes) -> list[Any]:
         options = {
             "max_restarts": self.max_restarts,
             # Inputs a dying worker was running are sent again by the pool, which
@@ -130,16 +130,8 @@ class RayBackend:
             "max_concurrency": self.concurrency + 8,
             **self.actor_options,
         }
-        # Sent as bytes, loaded by the worker once it has the driver's import path.
         # Ray keeps a restartable actor's constructor arguments: a worker it
         # restarts loads the same batch.
-        try:
-            data = dumps(payload)
-        except Exception as exc:
-            raise ShippingError(
-                f"the batch cannot be sent to the Ray workers: {first_line(exc)}",
-                what="the batch",
-            ) from exc
         actor = _WorkerActor.options(**options)
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         return [actor.remote(paths, data) for _ in range(self.num_workers)]
@@ -153,7 +145,6 @@ class RayBackend:
         if not ray.is_initialized():
             ray.init()
         kwargs = dict(runs.run_kwargs)
-        check_graph(runs.graph, runs.start, kwargs["deps"])
         payload = BatchPayload(
             graph=runs.graph,
             start=runs.start,
@@ -162,13 +153,15 @@ class RayBackend:
             cache=store_spec(kwargs.pop("cache"), "cache"),
             run_kwargs=dict(kwargs, tracer=None),
         )
+        # Bytes, which a worker loads once it has the driver's import path.
+        data = pack(payload, runs.graph, runs.start, kwargs["deps"])
         limits = kwargs["limits"]
         owned = limits if isinstance(limits, RayLimits) and limits._owned else None
         pool = _Pool(owned)
         try:
             if isinstance(limits, RayLimits):
                 await limits.aconnect()  # owned by the driver: it outlives every worker
-            workers = pool.staff(self._spawn(payload))
+            workers = pool.staff(self._spawn(data))
             await asyncio.gather(*(w.ping.remote() for w in workers))
         except RayActorError as exc:
             await pool.aclose()
