@@ -37,7 +37,7 @@ class BatchWorker:
     """Wrapped by ``ray.remote`` in ``RayBackend``; one instance per worker process."""
 
     def __init__(self, paths: list[str], data: bytes) -> None:
-        # The driver's import path first (after the worker's own), so a node class
+        # The driver's import path, after the worker's own, so a node class
         # pickled by reference (its module's name) imports here as it does there: a
         # test module, a script's folder. Folders this host lacks are skipped.
         for path in paths:
